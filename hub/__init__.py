@@ -1,0 +1,1 @@
+"""factoryhub's JupyterHub side: the site file, the hub configuration and its pages."""

@@ -1,0 +1,75 @@
+"""From the site file to JupyterHub's traitlets configuration.
+
+``hub_settings`` is a pure function: it reads a validated :class:`Site` and returns a
+nested dict of trait values (``{"JupyterHub": {...}, "FactorySlurmSpawner": {...}}``)
+that ``jupyterhub_config.py`` merges into ``c``. Config only sets, never mutates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .site import Site
+
+OPERATOR_SERVICE = "factoryhub-operator"
+
+
+def hub_settings(site: Site, environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    state = Path(site.hub.state_dir)
+    settings: dict[str, dict[str, Any]] = {
+        "JupyterHub": {
+            "bind_url": site.hub.public_url,
+            "hub_bind_url": site.hub.api_url,
+            "db_url": f"sqlite:///{state / 'jupyterhub.sqlite'}",
+            "cookie_secret_file": str(state / "jupyterhub_cookie_secret"),
+            "cleanup_servers": not site.hub.keep_servers_on_restart,
+            "spawner_class": "factoryhub.spawners.spawner.FactorySlurmSpawner",
+            "authenticator_class": "pam",
+        },
+        "ConfigurableHTTPProxy": {
+            "api_url": site.hub.proxy_api_url,
+            "pid_file": str(state / "proxy.pid"),
+        },
+        "Spawner": {"default_url": "/lab"},
+        "FactorySlurmSpawner": {
+            "profiles": [p.to_config() for p in site.profiles],
+            "python_env": site.spawner.python_env,
+            "log_dir": site.spawner.log_dir,
+            "job_name_prefix": site.slurm.job_name_prefix,
+            "start_timeout": site.spawner.start_timeout,
+        },
+    }
+    proxy_cmd = environ.get("FACTORYHUB_PROXY_CMD")
+    if proxy_cmd:
+        settings["ConfigurableHTTPProxy"]["command"] = [proxy_cmd]
+    if site.hub.connect_url:
+        settings["JupyterHub"]["hub_connect_url"] = site.hub.connect_url
+
+    if site.auth.type == "local" and site.auth.local is not None:
+        # PAM against local Unix users in one group: for the local factory only.
+        settings["PAMAuthenticator"] = {"allowed_groups": {site.auth.local.group}}
+        settings["Authenticator"] = {"admin_users": set(site.auth.local.admin_users)}
+
+    token_file = environ.get("FACTORYHUB_ADMIN_TOKEN_FILE")
+    if token_file:
+        token = Path(token_file).read_text().strip()
+        settings["JupyterHub"]["services"] = [{"name": OPERATOR_SERVICE, "api_token": token}]
+        settings["JupyterHub"]["load_roles"] = [
+            {
+                "name": "factoryhub-operator",
+                "description": "Operators' API token: manage users and servers",
+                "scopes": [
+                    "admin:users",
+                    "admin:servers",
+                    "admin:groups",
+                    "tokens",
+                    "access:servers",
+                    "read:hub",
+                    "proxy",
+                ],
+                "services": [OPERATOR_SERVICE],
+            }
+        ]
+    return settings

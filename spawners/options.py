@@ -1,0 +1,169 @@
+"""Server-side validation of what a user asks for in the spawn form or the REST API.
+
+Nothing a user sends reaches a job script unless it passed here: the profile must be
+one the user may use, numbers must be integers inside the profile's range, and the
+walltime must be a well-formed Slurm time not above the profile's maximum. Anything
+else (unknown keys, overlong values, control characters, shell or ``#SBATCH``
+syntax) is refused with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .profiles import Profile, format_walltime, parse_walltime
+
+FIELDS = ("profile", "walltime", "memory_gb", "gpus")
+MAX_VALUE_LENGTH = 64
+
+LABELS = {
+    "profile": "Resource profile",
+    "walltime": "Walltime",
+    "memory_gb": "Memory (GB)",
+    "gpus": "GPUs",
+}
+
+
+class OptionsError(ValueError):
+    """A value the user sent was refused. ``field`` names the form field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        label = LABELS.get(field, field)
+        super().__init__(f"{label}: {message}")
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What will be asked of Slurm: only validated, normalised values."""
+
+    profile: str
+    partition: str
+    cpus: int
+    memory_gb: int
+    gpus: int
+    walltime_seconds: int
+
+    @property
+    def walltime(self) -> str:
+        return format_walltime(self.walltime_seconds)
+
+    def to_user_options(self) -> dict[str, Any]:
+        """The normalised options, as stored in the hub database."""
+        return {
+            "profile": self.profile,
+            "walltime": self.walltime,
+            "memory_gb": self.memory_gb,
+            "gpus": self.gpus,
+        }
+
+
+def _single(field: str, value: Any) -> str | None:
+    """One scalar value as text; form data arrives as lists of strings."""
+    if isinstance(value, list | tuple):
+        if len(value) == 0:
+            return None
+        if len(value) > 1:
+            raise OptionsError(field, "give one value, not several")
+        value = value[0]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise OptionsError(field, f"expected text or a whole number, got {type(value).__name__}")
+    text = str(value).strip()
+    if len(text) > MAX_VALUE_LENGTH:
+        raise OptionsError(field, f"value too long ({len(text)} characters, at most {MAX_VALUE_LENGTH})")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise OptionsError(field, "control characters (such as line breaks) are not allowed")
+    return text or None
+
+
+def _integer(field: str, text: str | None, default: int, low: int, high: int, unit: str) -> int:
+    if text is None:
+        return default
+    if not text.isascii() or not text.isdigit():
+        raise OptionsError(field, f"expected a whole number between {low} and {high}, got {text!r}")
+    number = int(text)
+    if not low <= number <= high:
+        if low == high:
+            raise OptionsError(field, f"this profile has exactly {low}{unit}; you asked for {number}{unit}")
+        raise OptionsError(field, f"choose between {low} and {high}{unit}; you asked for {number}{unit}")
+    return number
+
+
+def validate_options(
+    raw: Mapping[str, Any] | None,
+    profiles: Sequence[Profile],
+) -> JobRequest:
+    """Check ``raw`` (form data or REST ``user_options``) against ``profiles``.
+
+    ``profiles`` are the profiles *this user* may use. Raises :class:`OptionsError`.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise OptionsError("options", "expected a set of named options")
+    unknown = sorted(str(k)[:MAX_VALUE_LENGTH] for k in raw if k not in FIELDS)
+    if unknown:
+        raise OptionsError(
+            "options", f"unknown option {', '.join(map(repr, unknown))} (allowed: {', '.join(FIELDS)})"
+        )
+    if not profiles:
+        raise OptionsError("profile", "no resource profile is open to you; ask your project's admin")
+
+    name = _single("profile", raw.get("profile"))
+    by_name = {p.name: p for p in profiles}
+    if name is None:
+        profile = profiles[0]
+    elif name in by_name:
+        profile = by_name[name]
+    else:
+        raise OptionsError(
+            "profile", f"{name!r} is not a profile you may use (choose from {', '.join(by_name)})"
+        )
+
+    walltime_text = _single("walltime", raw.get("walltime"))
+    if walltime_text is None:
+        seconds = profile.walltime_default
+    else:
+        try:
+            seconds = parse_walltime(walltime_text)
+        except ValueError:
+            raise OptionsError(
+                "walltime", f"use hours:minutes (for example 02:00), got {walltime_text!r}"
+            ) from None
+        if seconds <= 0:
+            raise OptionsError("walltime", "must be longer than zero")
+        if seconds > profile.walltime_max:
+            raise OptionsError(
+                "walltime",
+                f"at most {format_walltime(profile.walltime_max)} for {profile.display_name}; "
+                f"you asked for {format_walltime(seconds)}",
+            )
+
+    memory = _integer(
+        "memory_gb",
+        _single("memory_gb", raw.get("memory_gb")),
+        profile.memory_gb.default,
+        profile.memory_gb.min,
+        profile.memory_gb.max,
+        " GB",
+    )
+    gpus = _integer(
+        "gpus",
+        _single("gpus", raw.get("gpus")),
+        profile.gpus.default,
+        profile.gpus.min,
+        profile.gpus.max,
+        " GPUs" if profile.gpus.max != 1 else " GPU",
+    )
+    return JobRequest(
+        profile=profile.name,
+        partition=profile.partition,
+        cpus=profile.cpus,
+        memory_gb=memory,
+        gpus=gpus,
+        walltime_seconds=seconds,
+    )

@@ -1,0 +1,50 @@
+"""What a user sees while their server is on its way: plain words for Slurm's states."""
+
+from __future__ import annotations
+
+from .slurm_client import JobInfo
+
+# Slurm's pending reasons, in the words of someone waiting for a notebook.
+REASONS = {
+    "Priority": "other jobs with higher priority are ahead in the queue",
+    "Resources": "waiting for a node with the resources you asked for to become free",
+    "None": "the scheduler has not looked at it yet",
+    "BeginTime": "waiting for its start time",
+    "Dependency": "waiting for another job to finish",
+    "ReqNodeNotAvail": "the nodes it needs are not available (maintenance or reserved)",
+    "PartitionDown": "the partition is down",
+    "PartitionInactive": "the partition is not accepting jobs",
+    "PartitionTimeLimit": "the walltime is above the partition's limit",
+    "QOSMaxJobsPerUserLimit": "you have reached your limit of running jobs",
+    "AssocMaxJobsLimit": "your project has reached its limit of running jobs",
+    "AssocGrpCpuLimit": "your project's CPU limit is reached",
+    "AssocGrpGRES": "your project's GPU limit is reached",
+    "JobHeldUser": "held by you",
+    "JobHeldAdmin": "held by an administrator",
+    "Reservation": "waiting for its reservation to start",
+    "launch failed requeued held": "the node could not start it; an administrator must release it",
+}
+
+
+def describe_reason(reason: str) -> str:
+    if not reason:
+        return ""
+    return REASONS.get(reason, reason)
+
+
+def describe(job: JobInfo | None, job_id: str, partition: str) -> tuple[int, str]:
+    """(percent, message) for the hub's progress bar."""
+    if job is None:
+        return 20, f"Submitted job {job_id} to partition {partition}; waiting for Slurm"
+    if job.pending:
+        words = describe_reason(job.reason)
+        text = f"Job {job_id} is queued in partition {job.partition or partition}"
+        if words:
+            text += f": {words} ({job.reason})"
+        if job.start_time:
+            text += f". Slurm expects it to start at {job.start_time.replace('T', ' ')}"
+        return 30, text
+    if job.running:
+        node = job.nodes or "its node"
+        return 70, f"Job {job_id} is running on {node}: starting JupyterLab"
+    return 90, f"Job {job_id} is {job.state.lower()}"

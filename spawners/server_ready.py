@@ -1,0 +1,52 @@
+"""Jupyter server extension: tell the hub the server listens, as soon as it does.
+
+Loaded into the user's server by ``factoryhub-singleuser``. Jupyter Server calls
+``_start_jupyter_server_extension`` once the event loop runs, after the HTTP
+socket is bound, so the hub is told only when the server can answer: the hub's
+first readiness check succeeds and its exponential back-off never starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+READY_PATH = "factoryhub/server-ready"
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "factoryhub.spawners.server_ready"}]
+
+
+def _load_jupyter_server_extension(serverapp: Any) -> None:
+    serverapp.log.info("factoryhub: will report this server to the hub once it listens")
+
+
+async def _start_jupyter_server_extension(serverapp: Any) -> None:
+    api_url = os.environ.get("JUPYTERHUB_API_URL", "").rstrip("/")
+    token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+    if not api_url or not token:
+        serverapp.log.warning("factoryhub: no hub to report to (JUPYTERHUB_API_URL unset)")
+        return
+    body = json.dumps({"ip": serverapp.ip, "port": serverapp.port})
+    request = HTTPRequest(
+        f"{api_url}/{READY_PATH}",
+        method="POST",
+        body=body,
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+        request_timeout=10,
+    )
+    client = AsyncHTTPClient()
+    for attempt in range(5):
+        try:
+            await client.fetch(request)
+            serverapp.log.info("factoryhub: told the hub %s:%s is ready", serverapp.ip, serverapp.port)
+            return
+        except Exception as e:
+            serverapp.log.warning("factoryhub: telling the hub failed (%s), attempt %d", e, attempt + 1)
+            await asyncio.sleep(0.5 * 2**attempt)
+    serverapp.log.error("factoryhub: could not tell the hub this server is ready")

@@ -1,0 +1,57 @@
+"""``factoryhub-singleuser``: starts JupyterLab inside the Slurm job.
+
+Runs on the compute node as the user. It picks the address the hub reaches this
+node by (the local end of a route towards the hub's API) and a free port there, so
+the server listens only where the hub needs it, not on every interface. It then
+runs ``jupyterhub-singleuser`` in this process with the ``server_ready`` extension,
+which tells the hub the address once the server is listening.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from urllib.parse import urlparse, urlunparse
+
+READY_EXTENSION = "factoryhub.spawners.server_ready"
+
+
+def address_towards(host: str, port: int) -> str:
+    """The local IP address used to reach ``host`` (no packet is sent)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect(sockaddr)
+        return probe.getsockname()[0]
+
+
+def free_port(ip: str) -> int:
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((ip, 0))
+        return sock.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    api = urlparse(os.environ["JUPYTERHUB_API_URL"])
+    ip = address_towards(api.hostname or "127.0.0.1", api.port or 80)
+    port = free_port(ip)
+    host = f"[{ip}]" if ":" in ip else ip
+    service = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
+    os.environ["JUPYTERHUB_SERVICE_URL"] = urlunparse(service._replace(netloc=f"{host}:{port}"))
+
+    from jupyterhub.singleuser import main as singleuser_main
+
+    sys.argv = [
+        "jupyterhub-singleuser",
+        "--ServerApp.jpserver_extensions",
+        f"{READY_EXTENSION}=True",
+        *args,
+    ]
+    singleuser_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""A small asynchronous client for Slurm's command-line tools.
+
+The hub submits and cancels jobs *as the user* (``runuser -u USER --`` when the
+hub runs as root) and queries the queue for many jobs in one ``squeue`` call.
+Two kinds of failure are kept apart, because mixing them up loses servers:
+
+- :class:`SlurmUnavailable`: Slurm did not answer (controller down, time-out).
+  A job's state is then *unknown*, never *gone*.
+- :class:`SlurmError`: Slurm answered and refused (bad partition, bad account…).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+# Long job states as squeue prints them (%T).
+PENDING_STATES = frozenset({"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "RESIZING"})
+RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"})
+SUSPENDED_STATES = frozenset({"SUSPENDED", "STOPPED"})
+
+# stderr of the Slurm tools when the controller could not be reached.
+_UNAVAILABLE = re.compile(
+    r"Unable to contact slurm controller|Socket timed out|Zero Bytes were transmitted"
+    r"|Connection refused|Communication connection failure|Slurm backup controller in standby"
+    r"|slurm_load_jobs error: Unexpected message received",
+    re.IGNORECASE,
+)
+_INVALID_JOB = re.compile(r"Invalid job id specified", re.IGNORECASE)
+
+_FIELDS = ("%i", "%T", "%r", "%N", "%S", "%e", "%j", "%u", "%P")
+_SEP = "\x1f"  # unit separator: never part of a Slurm field
+
+
+class SlurmUnavailable(RuntimeError):
+    """Slurm did not answer; nothing is known about the jobs asked for."""
+
+
+class SlurmError(RuntimeError):
+    """Slurm answered and refused the request."""
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One job as the queue reports it."""
+
+    job_id: str
+    state: str
+    reason: str = ""
+    nodes: str = ""
+    start_time: str = ""
+    end_time: str = ""
+    name: str = ""
+    user: str = ""
+    partition: str = ""
+
+    @property
+    def pending(self) -> bool:
+        return self.state in PENDING_STATES
+
+    @property
+    def running(self) -> bool:
+        return self.state in RUNNING_STATES
+
+    @property
+    def active(self) -> bool:
+        """Pending, running or suspended: the job still holds (or waits for) a place."""
+        return self.pending or self.running or self.state in SUSPENDED_STATES
+
+    @classmethod
+    def parse(cls, line: str) -> JobInfo:
+        parts = [p.strip() for p in line.split(_SEP)]
+        parts += [""] * (len(_FIELDS) - len(parts))
+        job_id, state, reason, nodes, start, end, name, user, partition = parts[: len(_FIELDS)]
+        clean = {"N/A", "None", "(null)", "Unknown"}
+        return cls(
+            job_id=job_id,
+            state=state.split()[0] if state else "",
+            reason="" if reason in clean else reason,
+            nodes="" if nodes in clean else nodes,
+            start_time="" if start in clean else start,
+            end_time="" if end in clean else end,
+            name=name,
+            user=user,
+            partition=partition,
+        )
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class LocalSlurmClient:
+    """Runs sbatch/squeue/scancel on this host.
+
+    ``user_prefix`` is put before commands that must run as the user; ``{username}``
+    in it is replaced. Queries run as the hub's own user: ``squeue`` shows every
+    job unless the site hides them (``PrivateData=jobs``).
+    """
+
+    def __init__(
+        self,
+        user_prefix: Sequence[str] = ("runuser", "-u", "{username}", "--"),
+        command_timeout: float = 30.0,
+    ) -> None:
+        self.user_prefix = tuple(user_prefix)
+        self.command_timeout = command_timeout
+
+    def _as_user(self, username: str, argv: Sequence[str]) -> list[str]:
+        return [p.replace("{username}", username) for p in self.user_prefix] + list(argv)
+
+    async def _run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> CommandResult:
+        # Resolve the program with the hub's own PATH (runuser lives in /usr/sbin), not
+        # with the PATH of the environment handed to the job.
+        program = shutil.which(argv[0]) or argv[0]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                program,
+                *argv[1:],
+                stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=dict(env) if env is not None else None,
+            )
+        except FileNotFoundError as e:
+            raise SlurmUnavailable(f"{argv[0]} is not installed on the hub host") from e
+        try:
+            out, err = await asyncio.wait_for(
+                proc.communicate(input.encode() if input is not None else None),
+                timeout=self.command_timeout,
+            )
+        except TimeoutError as e:
+            proc.kill()
+            await proc.wait()
+            raise SlurmUnavailable(
+                f"{argv[0] if argv else 'command'} did not answer within "
+                f"{self.command_timeout:g} s"
+            ) from e
+        return CommandResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    @staticmethod
+    def _raise_for(result: CommandResult, what: str) -> None:
+        if result.returncode == 0:
+            return
+        message = result.stderr.strip() or result.stdout.strip() or f"exit status {result.returncode}"
+        if _UNAVAILABLE.search(message):
+            raise SlurmUnavailable(f"Slurm did not answer ({what}): {message}")
+        raise SlurmError(f"Slurm refused {what}: {message}")
+
+    async def submit(self, username: str, script: str, env: Mapping[str, str]) -> str:
+        """Submit ``script`` as ``username``; return the job id."""
+        argv = self._as_user(username, ["sbatch", "--parsable"])
+        result = await self._run(argv, input=script, env=env)
+        self._raise_for(result, "the job submission")
+        lines = [ln for ln in result.stdout.strip().splitlines() if ln.strip()]
+        job_id = lines[-1].split(";")[0].strip() if lines else ""
+        if not job_id.isdigit():
+            raise SlurmError(f"sbatch answered without a job id: {result.stdout.strip()!r}")
+        return job_id
+
+    async def query(self, job_ids: Iterable[str]) -> dict[str, JobInfo]:
+        """One ``squeue`` call for all ``job_ids``.
+
+        Jobs Slurm no longer knows are absent from the result. Raises
+        :class:`SlurmUnavailable` when Slurm did not answer.
+        """
+        ids = sorted({j for j in job_ids if j and j.isdigit()}, key=int)
+        if not ids:
+            return {}
+        argv = [
+            "squeue",
+            "--noheader",
+            "--states=all",
+            f"--jobs={','.join(ids)}",
+            f"--format={_SEP.join(_FIELDS)}",
+        ]
+        result = await self._run(argv)
+        if result.returncode != 0 and _INVALID_JOB.search(result.stderr):
+            # Every id asked for is unknown to Slurm (squeue errors only then).
+            return {}
+        self._raise_for(result, "the queue query")
+        jobs = (JobInfo.parse(ln) for ln in result.stdout.splitlines() if ln.strip())
+        return {j.job_id: j for j in jobs if j.job_id in ids}
+
+    async def jobs_named(self, prefix: str) -> list[JobInfo]:
+        """Active jobs whose name starts with ``prefix`` (for finding orphans)."""
+        argv = ["squeue", "--noheader", f"--format={_SEP.join(_FIELDS)}"]
+        result = await self._run(argv)
+        self._raise_for(result, "the queue query")
+        jobs = (JobInfo.parse(ln) for ln in result.stdout.splitlines() if ln.strip())
+        return [j for j in jobs if j.name.startswith(prefix)]
+
+    async def cancel(self, username: str, job_id: str) -> None:
+        """Cancel ``job_id`` as ``username``. A job already gone is not an error."""
+        if not job_id.isdigit():
+            raise ValueError(f"not a Slurm job id: {job_id!r}")
+        result = await self._run(self._as_user(username, ["scancel", job_id]))
+        if result.returncode != 0 and _INVALID_JOB.search(result.stderr):
+            return
+        self._raise_for(result, f"cancelling job {job_id}")
+
+    async def run_as(self, username: str, argv: Sequence[str]) -> CommandResult:
+        """Run a plain command as the user (e.g. creating the log directory)."""
+        return await self._run(self._as_user(username, argv))

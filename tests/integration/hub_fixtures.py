@@ -1,0 +1,196 @@
+"""A real JupyterHub (with its configurable-http-proxy) for the integration tests.
+
+The hub runs factoryhub's own ``jupyterhub_config.py`` with a test site file on its
+own loopback ports, as root, spawning into the real local Slurm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+PUBLIC_PORT, API_PORT, PROXY_API_PORT = 18000, 18081, 18001
+
+
+def proxy_command() -> str:
+    local = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
+    if not local.exists():
+        raise RuntimeError(f"{local} is missing: run `make install` (npm ci) first")
+    return str(local)
+
+
+def hub_config_path() -> str:
+    spec = importlib.util.find_spec("factoryhub.hub.jupyterhub_config")
+    assert spec and spec.origin, "factoryhub is not installed in this environment"
+    return spec.origin
+
+
+def write_site(path: Path, state_dir: Path, **overrides: Any) -> Path:
+    from factoryhub.hub.site import example_site_path
+
+    site = yaml.safe_load(example_site_path().read_text())
+    site["hub"].update(
+        public_url=f"http://127.0.0.1:{PUBLIC_PORT}",
+        api_url=f"http://127.0.0.1:{API_PORT}",
+        proxy_api_url=f"http://127.0.0.1:{PROXY_API_PORT}",
+        state_dir=str(state_dir),
+    )
+    site["spawner"]["python_env"] = str(VENV_BIN.parent)
+    for key, value in overrides.items():
+        site[key] = value
+    path.write_text(yaml.safe_dump(site))
+    return path
+
+
+@dataclass
+class RunningHub:
+    state_dir: Path
+    site_file: Path
+    token: str
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    url: str = f"http://127.0.0.1:{PUBLIC_PORT}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/hub/api"
+
+    def client(self, token: str | None = None, **kw: Any) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"token {token or self.token}"},
+            timeout=kw.pop("timeout", 30),
+            **kw,
+        )
+
+    def start(self, timeout: float = 60) -> None:
+        token_file = self.state_dir / "admin-api-token"
+        token_file.write_text(self.token)
+        token_file.chmod(0o600)
+        env = dict(os.environ)
+        env.update(
+            FACTORYHUB_SITE_FILE=str(self.site_file),
+            FACTORYHUB_ADMIN_TOKEN_FILE=str(token_file),
+            FACTORYHUB_PROXY_CMD=proxy_command(),
+            PATH=f"{VENV_BIN}:{Path(proxy_command()).parent}:{env.get('PATH', '')}",
+        )
+        env.update(self.extra_env)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "jupyterhub"), "-f", hub_config_path()],
+            cwd=self.state_dir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.api_url}/", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"hub did not answer within {timeout} s:\n{self.log_tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        """Stop the hub process group (hub and the proxy it started)."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        self.proc = None
+
+    def kill_hub_only(self) -> None:
+        """SIGKILL the hub process alone (its proxy stays, as after a crash)."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        self.proc = None
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no hub log)"
+
+    # ------------------------------------------------------------- user servers
+
+    def ensure_user(self, name: str) -> None:
+        with self.client() as c:
+            r = c.get(f"/hub/api/users/{name}")
+            if r.status_code == 404:
+                r = c.post(f"/hub/api/users/{name}")
+                assert r.status_code == 201, r.text
+
+    def spawn(self, name: str, options: dict[str, Any] | None = None) -> httpx.Response:
+        self.ensure_user(name)
+        with self.client() as c:
+            return c.post(f"/hub/api/users/{name}/server", json=options or {})
+
+    def wait_ready(self, name: str, timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.client() as c:
+            while time.monotonic() < deadline:
+                model = c.get(f"/hub/api/users/{name}").json()
+                server = model.get("servers", {}).get("")
+                if server and server.get("ready"):
+                    return server
+                if not server and not model.get("pending"):
+                    raise AssertionError(f"server of {name} is gone:\n{self.log_tail()}")
+                time.sleep(0.2)
+        raise AssertionError(f"server of {name} not ready in {timeout} s:\n{self.log_tail()}")
+
+    def stop_server(self, name: str, timeout: float = 60) -> None:
+        with self.client() as c:
+            r = c.delete(f"/hub/api/users/{name}/server")
+            assert r.status_code in (202, 204), r.text
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                model = c.get(f"/hub/api/users/{name}").json()
+                if not model.get("servers") and not model.get("pending"):
+                    return
+                time.sleep(0.2)
+        raise AssertionError(f"server of {name} did not stop:\n{self.log_tail()}")
+
+
+@pytest.fixture(scope="session")
+def hub(slurm: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
+    state = tmp_path_factory.mktemp("hub-state")
+    state.chmod(0o700)
+    site = write_site(state / "factory.yaml", state)
+    running = RunningHub(
+        state_dir=state,
+        site_file=site,
+        token=secrets.token_hex(32),
+        log_path=REPO / "test-artifacts" / "hub.log",
+    )
+    running.log_path.parent.mkdir(exist_ok=True)
+    running.start()
+    yield running
+    running.stop()

@@ -1,0 +1,203 @@
+"""End to end: the real hub spawns JupyterLab as real Slurm jobs of real Unix users."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+import websocket
+
+from .hub_fixtures import RunningHub
+
+pytestmark = pytest.mark.slurm
+
+
+def jobs_of(user: str) -> list[str]:
+    out = subprocess.run(
+        ["squeue", "--noheader", f"--user={user}", "--format=%i %T %j"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def wait_no_jobs(user: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not jobs_of(user):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"jobs of {user} left behind: {jobs_of(user)}")
+
+
+def run_in_kernel(hub: RunningHub, user: str, code: str, timeout: float = 60) -> str:
+    """Start a kernel in the user's server, run ``code`` over the websocket, return stdout."""
+    with hub.client() as c:
+        r = c.post(f"/user/{user}/api/kernels", json={"name": "python3"})
+        assert r.status_code == 201, r.text
+        kernel_id = r.json()["id"]
+        try:
+            ws_url = hub.url.replace("http://", "ws://") + f"/user/{user}/api/kernels/{kernel_id}/channels"
+            ws = websocket.create_connection(
+                ws_url, header=[f"Authorization: token {hub.token}"], timeout=timeout
+            )
+            msg_id = uuid.uuid4().hex
+            ws.send(
+                json.dumps(
+                    {
+                        "header": {
+                            "msg_id": msg_id,
+                            "username": "test",
+                            "session": uuid.uuid4().hex,
+                            "msg_type": "execute_request",
+                            "version": "5.3",
+                        },
+                        "parent_header": {},
+                        "metadata": {},
+                        "content": {"code": code, "silent": False},
+                        "channel": "shell",
+                    }
+                )
+            )
+            output: list[str] = []
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                msg = json.loads(ws.recv())
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind = msg["msg_type"]
+                if kind == "stream":
+                    output.append(msg["content"]["text"])
+                elif kind == "error":
+                    raise AssertionError("\n".join(msg["content"]["traceback"]))
+                elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                    break
+            ws.close()
+            return "".join(output)
+        finally:
+            c.delete(f"/user/{user}/api/kernels/{kernel_id}")
+
+
+def test_two_users_spawn_run_code_as_themselves_and_stop(hub: RunningHub, unix_users: Any) -> None:
+    users = unix_users(2)
+    with ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(lambda u: hub.spawn(u, {"profile": "cpu-small"}), users))
+    assert all(r.status_code in (201, 202) for r in responses), [r.text for r in responses]
+    for user in users:
+        hub.wait_ready(user)
+        with hub.client() as c:
+            status = c.get(f"/user/{user}/api/status")
+            assert status.status_code == 200, status.text
+            assert "started" in status.json()
+        jobs = jobs_of(user)
+        assert len(jobs) == 1 and "RUNNING" in jobs[0] and f"factoryhub-server-{user}" in jobs[0]
+        job_id = jobs[0].split()[0]
+        out = run_in_kernel(
+            hub,
+            user,
+            "import getpass, os; print(getpass.getuser(), os.environ.get('SLURM_JOB_ID'))",
+        )
+        assert out.split() == [user, job_id]
+    # the server listens only on the address the hub reaches it by
+    with hub.client() as c:
+        server = c.get(f"/hub/api/users/{users[0]}").json()["servers"][""]
+    assert "127.0.0.1" in server["url"] or server["url"].startswith("/user/")
+    for user in users:
+        hub.stop_server(user)
+        wait_no_jobs(user)
+
+
+def test_a_user_cannot_reach_another_users_server(hub: RunningHub, unix_users: Any) -> None:
+    owner, other = unix_users(2)
+    assert hub.spawn(owner).status_code in (201, 202)
+    hub.wait_ready(owner)
+    try:
+        hub.ensure_user(other)
+        with hub.client() as c:
+            r = c.post(f"/hub/api/users/{other}/tokens", json={"note": "isolation test"})
+            assert r.status_code == 201, r.text
+            other_token = r.json()["token"]
+        with httpx.Client(base_url=hub.url, headers={"Authorization": f"token {other_token}"}) as c:
+            r = c.get(f"/user/{owner}/api/status", follow_redirects=False)
+            assert r.status_code in (302, 403), r.status_code
+            r = c.post(f"/user/{owner}/api/kernels", follow_redirects=False)
+            assert r.status_code in (302, 403), r.status_code
+    finally:
+        hub.stop_server(owner)
+    wait_no_jobs(owner)
+
+
+INJECTIONS = [
+    {"walltime": "01:00:00\n#SBATCH --uid=0"},
+    {"walltime": "$(touch /tmp/pwned)"},
+    {"profile": "cpu-small; id"},
+    {"memory_gb": "2\n#SBATCH --mem=900G"},
+    {"memory_gb": "999"},
+    {"walltime": "99:00:00"},
+    {"req_options": "--uid=0"},
+    {"profile": "gpu-1"},  # not in the user's groups
+]
+
+
+@pytest.mark.parametrize("options", INJECTIONS, ids=[next(iter(o)) + str(i) for i, o in enumerate(INJECTIONS)])
+def test_refused_values_submit_no_job(hub: RunningHub, unix_users: Any, options: dict[str, str]) -> None:
+    (user,) = unix_users(1)
+    r = hub.spawn(user, options)
+    assert r.status_code == 400, r.text
+    message = r.json()["message"]
+    assert any(word in message for word in ("Walltime", "Memory", "Resource profile", "unknown option")), message
+    assert jobs_of(user) == []
+    with hub.client() as c:
+        assert c.get(f"/hub/api/users/{user}").json()["servers"] == {}
+
+
+def test_spawn_while_slurm_is_down_fails_clearly_and_leaves_no_job(
+    hub: RunningHub, unix_users: Any, slurm_outage: Any
+) -> None:
+    (user,) = unix_users(1)
+    slurm_outage.stop()
+    started = time.monotonic()
+    r = hub.spawn(user)
+    # the spawn fails fast enough to be answered, or goes on in the background and fails
+    deadline = time.monotonic() + 120
+    with hub.client() as c:
+        while time.monotonic() < deadline:
+            model = c.get(f"/hub/api/users/{user}").json()
+            if not model["pending"]:
+                break
+            time.sleep(0.5)
+        assert not model["servers"], model
+    assert r.status_code in (201, 202, 500), r.text
+    assert "did not answer" in hub.log_tail(200)
+    slurm_outage.start()
+    # whatever sbatch may have created while the controller was down is cancelled
+    time.sleep(2)
+    wait_no_jobs(user, timeout=60)
+    assert time.monotonic() - started < 240
+
+
+def test_servers_survive_a_hub_restart(hub: RunningHub, unix_users: Any) -> None:
+    (user,) = unix_users(1)
+    assert hub.spawn(user).status_code in (201, 202)
+    hub.wait_ready(user)
+    before = jobs_of(user)
+    hub.stop()
+    hub.start()
+    with hub.client() as c:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            r = c.get(f"/user/{user}/api/status")
+            if r.status_code == 200:
+                break
+            time.sleep(0.5)
+        assert r.status_code == 200, r.text
+    assert jobs_of(user) == before
+    hub.stop_server(user)
+    wait_no_jobs(user)
