@@ -18,7 +18,10 @@ _site_path = os.environ.get("FACTORYHUB_SITE_FILE") or str(example_site_path())
 try:
     _site = load_site(_site_path)
 except SiteError as _error:
-    print(f"factoryhub: the site file is not valid, the hub will not start.\n{_error}", file=sys.stderr)
+    print(
+        f"factoryhub: the site file is not valid, the hub will not start.\n{_error}",
+        file=sys.stderr,
+    )
     sys.exit(2)
 
 c.merge(Config(hub_settings(_site, os.environ)))

@@ -74,7 +74,9 @@ def _single(field: str, value: Any) -> str | None:
         raise OptionsError(field, f"expected text or a whole number, got {type(value).__name__}")
     text = str(value).strip()
     if len(text) > MAX_VALUE_LENGTH:
-        raise OptionsError(field, f"value too long ({len(text)} characters, at most {MAX_VALUE_LENGTH})")
+        raise OptionsError(
+            field, f"value too long ({len(text)} characters, at most {MAX_VALUE_LENGTH})"
+        )
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         raise OptionsError(field, "control characters (such as line breaks) are not allowed")
     return text or None
@@ -88,8 +90,12 @@ def _integer(field: str, text: str | None, default: int, low: int, high: int, un
     number = int(text)
     if not low <= number <= high:
         if low == high:
-            raise OptionsError(field, f"this profile has exactly {low}{unit}; you asked for {number}{unit}")
-        raise OptionsError(field, f"choose between {low} and {high}{unit}; you asked for {number}{unit}")
+            raise OptionsError(
+                field, f"this profile has exactly {low}{unit}; you asked for {number}{unit}"
+            )
+        raise OptionsError(
+            field, f"choose between {low} and {high}{unit}; you asked for {number}{unit}"
+        )
     return number
 
 
@@ -108,10 +114,13 @@ def validate_options(
     unknown = sorted(str(k)[:MAX_VALUE_LENGTH] for k in raw if k not in FIELDS)
     if unknown:
         raise OptionsError(
-            "options", f"unknown option {', '.join(map(repr, unknown))} (allowed: {', '.join(FIELDS)})"
+            "options",
+            f"unknown option {', '.join(map(repr, unknown))} (allowed: {', '.join(FIELDS)})",
         )
     if not profiles:
-        raise OptionsError("profile", "no resource profile is open to you; ask your project's admin")
+        raise OptionsError(
+            "profile", "no resource profile is open to you; ask your project's admin"
+        )
 
     name = _single("profile", raw.get("profile"))
     by_name = {p.name: p for p in profiles}

@@ -82,7 +82,9 @@ class Profile:
             memory_gb=IntRange.from_config(data.get("memory_gb"), fallback=1),
             gpus=IntRange.from_config(data.get("gpus"), fallback=0),
             walltime_default=parse_walltime(str(walltime.get("default", "01:00:00"))),
-            walltime_max=parse_walltime(str(walltime.get("max", walltime.get("default", "01:00:00")))),
+            walltime_max=parse_walltime(
+                str(walltime.get("max", walltime.get("default", "01:00:00")))
+            ),
             allowed_groups=frozenset(data.get("allowed_groups") or ()),
             allowed_users=frozenset(data.get("allowed_users") or ()),
         )

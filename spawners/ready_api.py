@@ -41,7 +41,11 @@ class ServerReadyHandler(APIHandler):
         user = self.current_user
         token = self.get_auth_token()
         spawner = next(
-            (s for s in getattr(user, "spawners", {}).values() if s.api_token and s.api_token == token),
+            (
+                s
+                for s in getattr(user, "spawners", {}).values()
+                if s.api_token and s.api_token == token
+            ),
             None,
         )
         if spawner is None or not hasattr(spawner, "report_ready"):

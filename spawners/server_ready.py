@@ -44,9 +44,13 @@ async def _start_jupyter_server_extension(serverapp: Any) -> None:
     for attempt in range(5):
         try:
             await client.fetch(request)
-            serverapp.log.info("factoryhub: told the hub %s:%s is ready", serverapp.ip, serverapp.port)
+            serverapp.log.info(
+                "factoryhub: told the hub %s:%s is ready", serverapp.ip, serverapp.port
+            )
             return
         except Exception as e:
-            serverapp.log.warning("factoryhub: telling the hub failed (%s), attempt %d", e, attempt + 1)
+            serverapp.log.warning(
+                "factoryhub: telling the hub failed (%s), attempt %d", e, attempt + 1
+            )
             await asyncio.sleep(0.5 * 2**attempt)
     serverapp.log.error("factoryhub: could not tell the hub this server is ready")

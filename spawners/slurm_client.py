@@ -148,16 +148,19 @@ class LocalSlurmClient:
             proc.kill()
             await proc.wait()
             raise SlurmUnavailable(
-                f"{argv[0] if argv else 'command'} did not answer within "
-                f"{self.command_timeout:g} s"
+                f"{argv[0] if argv else 'command'} did not answer within {self.command_timeout:g} s"
             ) from e
-        return CommandResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+        return CommandResult(
+            proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+        )
 
     @staticmethod
     def _raise_for(result: CommandResult, what: str) -> None:
         if result.returncode == 0:
             return
-        message = result.stderr.strip() or result.stdout.strip() or f"exit status {result.returncode}"
+        message = (
+            result.stderr.strip() or result.stdout.strip() or f"exit status {result.returncode}"
+        )
         if _UNAVAILABLE.search(message):
             raise SlurmUnavailable(f"Slurm did not answer ({what}): {message}")
         raise SlurmError(f"Slurm refused {what}: {message}")

@@ -210,9 +210,13 @@ class FactorySlurmSpawner(SlurmSpawner):
     async def submit_batch_script(self) -> str:
         """Submit the job as the user. Never formats raw user_options (batchspawner does)."""
         script = self.job_script()
-        made = await self.slurm.run_as(self.user.name, ["mkdir", "-p", "-m", "0700", self.job_log_dir])
+        made = await self.slurm.run_as(
+            self.user.name, ["mkdir", "-p", "-m", "0700", self.job_log_dir]
+        )
         if made.returncode != 0:
-            raise RuntimeError(f"Could not create the log directory {self.job_log_dir}: {made.stderr.strip()}")
+            raise RuntimeError(
+                f"Could not create the log directory {self.job_log_dir}: {made.stderr.strip()}"
+            )
         self.log.debug("Submitting for %s:\n%s", self._log_name, script)
         self.job_id = await self.slurm.submit(self.user.name, script, self.get_env())
         self.log.info("Submitted job %s for %s", self.job_id, self._log_name)
@@ -281,7 +285,9 @@ class FactorySlurmSpawner(SlurmSpawner):
                 pass
             first = False
         self.ip, self.port = self._ready_address
-        self.log.info("Job %s of %s serves at %s:%s", self.job_id, self._log_name, self.ip, self.port)
+        self.log.info(
+            "Job %s of %s serves at %s:%s", self.job_id, self._log_name, self.ip, self.port
+        )
         return self.ip, self.port
 
     async def progress(self):  # type: ignore[override]
@@ -307,7 +313,9 @@ class FactorySlurmSpawner(SlurmSpawner):
         try:
             job = (await self.slurm.query([self.job_id])).get(self.job_id)
         except SlurmUnavailable as e:
-            self.log.warning("Slurm did not answer; keeping %s (job %s): %s", self._log_name, self.job_id, e)
+            self.log.warning(
+                "Slurm did not answer; keeping %s (job %s): %s", self._log_name, self.job_id, e
+            )
             return None
         if job is not None and job.active:
             return None
@@ -358,7 +366,11 @@ class FactorySlurmSpawner(SlurmSpawner):
                     await self.slurm.cancel(username, job_id)
                     self.log.info("Cancelled job %s of %s now that Slurm answers", job_id, username)
                     return
-                mine = [j for j in await self.slurm.jobs_named(name) if j.name == name and j.user == username]
+                mine = [
+                    j
+                    for j in await self.slurm.jobs_named(name)
+                    if j.name == name and j.user == username
+                ]
             except SlurmUnavailable:
                 continue
             for job in mine:

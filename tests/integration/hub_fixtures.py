@@ -52,6 +52,7 @@ def write_site(path: Path, state_dir: Path, **overrides: Any) -> Path:
         state_dir=str(state_dir),
     )
     site["spawner"]["python_env"] = str(VENV_BIN.parent)
+    site["auth"]["local"]["admin_users"] = []
     for key, value in overrides.items():
         site[key] = value
     path.write_text(yaml.safe_dump(site))

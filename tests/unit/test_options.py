@@ -52,7 +52,7 @@ INJECTIONS = [
     "../../etc/passwd",
     "${HOME}",
     "01:00:00 --exclusive",
-    "２:00:00",  # full-width digit
+    "\uff12:00:00",  # full-width digit
 ]
 
 
@@ -102,7 +102,9 @@ def test_form_lists_are_accepted() -> None:
 
 
 def test_rest_integers_are_accepted() -> None:
-    request = validate_options({"profile": "cpu-small", "memory_gb": 4, "walltime": "03:30"}, PROFILES)
+    request = validate_options(
+        {"profile": "cpu-small", "memory_gb": 4, "walltime": "03:30"}, PROFILES
+    )
     assert request.memory_gb == 4 and request.walltime_seconds == 3 * 3600 + 30 * 60
 
 
@@ -150,7 +152,9 @@ def test_injection_attempts_are_refused(field: str, value: str) -> None:
         validate_options({field: value}, PROFILES)
 
 
-@pytest.mark.parametrize("value", [v for v in INJECTIONS if not re.fullmatch(r"[\w.:=,/@+-]+", v, re.A)])
+@pytest.mark.parametrize(
+    "value", [v for v in INJECTIONS if not re.fullmatch(r"[\w.:=,/@+-]+", v, re.A)]
+)
 def test_job_script_filter_refuses_unsafe_values(value: str) -> None:
     with pytest.raises(UnsafeValue):
         sbatch_value(value)

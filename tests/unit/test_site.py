@@ -14,10 +14,11 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from factoryhub.hub import site
-from factoryhub.hub.site import IntRange, SiteError, load_site, parse_site, walltime_seconds
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from factoryhub.hub import site
+from factoryhub.hub.site import IntRange, SiteError, load_site, parse_site, walltime_seconds
 
 EXAMPLE = site.example_site_path()
 SLURM_TIME = re.compile(site.schema()["$defs"]["slurmTime"]["pattern"].removesuffix("$"))

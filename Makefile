@@ -1,0 +1,37 @@
+# FactoryHub on one machine. Run as root.
+#   make up [SITE=path/to/site.yaml]   Slurm + demo users + hub on http://127.0.0.1:8000
+#   make down | make status | make test | make lint
+VENV ?= /opt/factoryhub/venv
+SITE ?=
+PYTHON := $(VENV)/bin/python
+LOCAL := $(VENV)/bin/factoryhub-local
+ARTIFACTS := test-artifacts
+
+export FACTORYHUB_VENV := $(VENV)
+export FACTORYHUB_REPO := $(CURDIR)
+
+.PHONY: install up down status lint test bench
+
+install:
+	bash local/install.sh
+
+up: install
+	$(if $(SITE),FACTORYHUB_SITE_FILE="$(abspath $(SITE))") $(LOCAL) up
+
+down:
+	$(LOCAL) down
+
+status:
+	$(LOCAL) status
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: install lint
+	$(LOCAL) slurm-up
+	mkdir -p $(ARTIFACTS)
+	$(PYTHON) -m pytest tests -p no:cacheprovider --junitxml=$(ARTIFACTS)/junit.xml
+
+bench:
+	$(PYTHON) benchmarks/spawn_latency.py

@@ -1,0 +1,1 @@
+"""Run FactoryHub on one machine: a loopback Slurm (munge, slurmctld, slurmd) and the hub."""

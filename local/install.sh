@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Install what the local FactoryHub needs, as root; idempotent and quiet when all is there.
+#   - Debian packages: slurm-wlm, munge, python3-venv (and npm when there is none)
+#   - a world-readable virtualenv from the system Python at ${FACTORYHUB_VENV:-/opt/factoryhub/venv}
+#     holding factoryhub (non-editable) with its test extras
+#   - configurable-http-proxy 5.3.0 in the repo's node_modules/ (npm ci)
+# FORCE=1 reinstalls factoryhub even when its sources did not change.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${FACTORYHUB_VENV:-/opt/factoryhub/venv}"
+SYSTEM_PYTHON=/usr/bin/python3
+PROXY_BIN="$REPO/node_modules/.bin/configurable-http-proxy"
+
+say() { echo "install: $*"; }
+die() { echo "install: ERROR: $*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and writes $VENV)"
+
+# 1. Debian packages -------------------------------------------------------------------------
+missing=()
+for pkg in slurm-wlm munge python3-venv; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
+        || missing+=("$pkg")
+done
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if ((${#missing[@]})); then
+    say "apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# 2. Virtualenv from the system Python (other Unix users must be able to run it) -------------
+venv_python_ok() {
+    [ -x "$VENV/bin/python" ] \
+        && [ "$(readlink -f "$VENV/bin/python")" = "$(readlink -f "$SYSTEM_PYTHON")" ]
+}
+changed=0
+if ! venv_python_ok; then
+    say "virtualenv $VENV from $SYSTEM_PYTHON"
+    mkdir -p "$(dirname "$VENV")"
+    "$SYSTEM_PYTHON" -m venv --clear "$VENV"
+    changed=1
+fi
+PIP_LOG="$(mktemp /tmp/factoryhub-install.XXXXXX.log)"
+trap 'rm -f "$PIP_LOG"' EXIT
+pip_quiet() {  # pip without its chatter (build-backend warnings); the log on failure
+    if ! PYTHONWARNINGS=ignore "$VENV/bin/python" -m pip --disable-pip-version-check -q \
+        "$@" >"$PIP_LOG" 2>&1; then
+        cat "$PIP_LOG" >&2
+        die "pip $* failed"
+    fi
+}
+
+# 3. Dependencies: only when pyproject.toml changed (stamp in the venv) ----------------------
+deps_stamp="$VENV/.factoryhub-deps.sha256"
+deps_hash="$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1)"
+if [ "$(cat "$deps_stamp" 2>/dev/null)" != "$deps_hash" ]; then
+    say "python dependencies of factoryhub[test] into $VENV"
+    pip_quiet install --upgrade pip "setuptools>=68" wheel
+    pip_quiet install --upgrade "$REPO[test]"
+    echo "$deps_hash" >"$deps_stamp"
+    rm -f "$VENV/.factoryhub-src.sha256"
+    changed=1
+fi
+
+# 4. factoryhub itself, non-editable: reinstalled whenever its sources changed ----------------
+src_stamp="$VENV/.factoryhub-src.sha256"
+src_hash="$(cd "$REPO" && find pyproject.toml hub spawners local -type f \
+    -not -path '*/__pycache__/*' -not -name '*.pyc' -print0 2>/dev/null \
+    | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+if [ "${FORCE:-0}" = 1 ] || [ "$(cat "$src_stamp" 2>/dev/null)" != "$src_hash" ]; then
+    # pip builds in the tree: drop stale build output so deleted files do not linger.
+    rm -rf "$REPO/build" "$REPO"/*.egg-info
+    pip_quiet install --no-deps --force-reinstall --no-build-isolation "$REPO"
+    rm -rf "$REPO/build" "$REPO"/*.egg-info
+    echo "$src_hash" >"$src_stamp"
+    say "factoryhub $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("factoryhub"))') reinstalled into $VENV"
+    changed=1
+fi
+
+if [ "$changed" = 1 ]; then
+    chmod -R a+rX "$VENV"
+fi
+
+# 5. configurable-http-proxy, project-local --------------------------------------------------
+if [ ! -x "$PROXY_BIN" ]; then
+    say "npm ci (configurable-http-proxy 5.3.0) in $REPO/node_modules"
+    cd "$REPO"
+    if [ -f package-lock.json ]; then
+        npm ci --no-audit --no-fund --loglevel=error >/dev/null
+    else
+        npm install --no-audit --no-fund --loglevel=error >/dev/null
+    fi
+    [ -x "$PROXY_BIN" ] || die "npm did not install $PROXY_BIN"
+fi

@@ -1,0 +1,93 @@
+"""Fixtures for tests that need the real local Slurm (munged, slurmctld, slurmd on loopback).
+
+Import them from a conftest: ``from tests.integration.slurm_fixtures import *``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+from factoryhub.local import slurm as local_slurm
+
+__all__ = ["SlurmOutage", "UnixUsers", "slurm", "slurm_outage", "unix_users"]
+
+TEST_GROUP = "factoryhub"
+TEST_PASSWORD = "fhtest-password"  # local test users on a throwaway machine
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[dict[str, int | None]]:
+    """The local Slurm, up and checked with a real job (idempotent: reuses running daemons).
+
+    Yields ``status()``: daemon name → pid. Leaves the daemons running (``make down`` stops them).
+    """
+    local_slurm.up()
+    yield local_slurm.status()
+
+
+class SlurmOutage:
+    """Stop the controller during a test; the fixture restarts it at teardown in any case."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def stop(self) -> None:
+        local_slurm.stop_slurmctld()
+        self.stopped = True
+
+    def start(self) -> int:
+        pid = local_slurm.start_slurmctld()
+        local_slurm.wait_node_ready()
+        self.stopped = False
+        return pid
+
+
+@pytest.fixture
+def slurm_outage(slurm: dict[str, int | None]) -> Iterator[SlurmOutage]:
+    outage = SlurmOutage()
+    try:
+        yield outage
+    finally:
+        if outage.stopped or local_slurm.status()["slurmctld"] is None:
+            outage.start()
+
+
+class UnixUsers:
+    """``unix_users(n)`` → n fresh test users (fhtest1, fhtest2, ...) in group factoryhub.
+
+    Users stay on the machine (re-created idempotently next session); their jobs are
+    cancelled when they are handed out and again at the end of the session.
+    """
+
+    group = TEST_GROUP
+    password = TEST_PASSWORD
+
+    def __init__(self) -> None:
+        self._counter = itertools.count(1)
+        self.created: list[str] = []
+
+    def __call__(self, n: int = 1) -> list[str]:
+        names = []
+        for _ in range(n):
+            name = f"fhtest{next(self._counter)}"
+            local_slurm.create_unix_user(name, self.password, groups=(self.group,))
+            local_slurm.cancel_user_jobs(name)
+            self.created.append(name)
+            names.append(name)
+        return names
+
+    def cancel_jobs(self) -> None:
+        for name in self.created:
+            local_slurm.cancel_user_jobs(name)
+
+
+@pytest.fixture(scope="session")
+def unix_users(slurm: dict[str, int | None]) -> Iterator[UnixUsers]:
+    users = UnixUsers()
+    try:
+        yield users
+    finally:
+        users.cancel_jobs()
