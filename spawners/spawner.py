@@ -158,7 +158,8 @@ class FactorySlurmSpawner(SlurmSpawner):
 
     def run_options_from_form(self, form_data: dict[str, list[str]]) -> dict[str, Any]:
         # Raised errors re-render the form with the message (JupyterHub's SpawnHandler).
-        return self.validate_user_options(form_data).to_user_options()
+        fields = {k: v for k, v in form_data.items() if k != "_xsrf"}
+        return self.validate_user_options(fields).to_user_options()
 
     @staticmethod
     def _apply_user_options(spawner: FactorySlurmSpawner, user_options: Any) -> None:

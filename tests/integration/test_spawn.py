@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import uuid
@@ -12,6 +13,8 @@ from typing import Any
 import httpx
 import pytest
 import websocket
+
+from factoryhub.local import slurm as local_slurm
 
 from .hub_fixtures import RunningHub
 
@@ -208,6 +211,84 @@ def test_servers_survive_a_hub_restart(hub: RunningHub, unix_users: Any) -> None
             if r.status_code == 200:
                 break
             time.sleep(0.5)
+        assert r.status_code == 200, r.text
+    assert jobs_of(user) == before
+    hub.stop_server(user)
+    wait_no_jobs(user)
+
+
+def set_partition(name: str, state: str) -> None:
+    subprocess.run(["scontrol", "update", f"PartitionName={name}", f"State={state}"], check=True)
+
+
+def test_progress_tells_the_queue_reason_then_the_node(hub: RunningHub, unix_users: Any) -> None:
+    """A job held in the queue shows why in plain words, then where it runs."""
+    (user,) = unix_users(1)
+    hub.ensure_user(user)
+    events: list[dict[str, Any]] = []
+    set_partition("interactive", "DOWN")
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            posted = pool.submit(hub.spawn, user, {"profile": "cpu-small"})
+            with hub.client(timeout=120) as c:
+                deadline = time.monotonic() + 30
+                while not c.get(f"/hub/api/users/{user}").json()["pending"]:
+                    assert time.monotonic() < deadline, "spawn never became pending"
+                    time.sleep(0.1)
+                with c.stream("GET", f"/hub/api/users/{user}/server/progress") as stream:
+                    for line in stream.iter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        events.append(json.loads(line[5:]))
+                        if "queued" in events[-1].get("message", ""):
+                            set_partition("interactive", "UP")
+                        if events[-1].get("ready") or events[-1].get("failed"):
+                            break
+            assert posted.result().status_code in (201, 202)
+    finally:
+        set_partition("interactive", "UP")
+    messages = [e.get("message", "") for e in events]
+    assert events[-1].get("ready"), messages
+    assert any(
+        re.search(r"Job \d+ is queued .*partition is down \(PartitionDown\)", m) for m in messages
+    ), messages
+    node = local_slurm.nodename()
+    assert any(re.search(rf"Job \d+ is running on {node}", m) for m in messages), messages
+    hub.stop_server(user)
+    wait_no_jobs(user)
+
+
+def test_slurm_outage_keeps_running_servers(
+    hub: RunningHub, unix_users: Any, slurm_outage: Any
+) -> None:
+    (user,) = unix_users(1)
+    assert hub.spawn(user).status_code in (201, 202)
+    hub.wait_ready(user)
+    before = jobs_of(user)
+    slurm_outage.stop()
+    try:
+        # a poll while Slurm is silent: the hub must not take the server as dead
+        with hub.client() as c:
+            r = c.post(f"/hub/api/users/{user}/server", json={})
+            assert r.status_code == 400 and "already running" in r.text, r.text
+            assert c.get(f"/hub/api/users/{user}").json()["servers"][""]["ready"]
+            assert c.get(f"/user/{user}/api/status").status_code == 200
+    finally:
+        slurm_outage.start()
+    assert jobs_of(user) == before
+    hub.stop_server(user)
+    wait_no_jobs(user)
+
+
+def test_servers_survive_a_hub_crash(hub: RunningHub, unix_users: Any) -> None:
+    (user,) = unix_users(1)
+    assert hub.spawn(user).status_code in (201, 202)
+    hub.wait_ready(user)
+    before = jobs_of(user)
+    hub.kill_hub_only()  # SIGKILL: no cleanup at all; the proxy keeps running
+    hub.start()
+    with hub.client() as c:
+        r = c.get(f"/user/{user}/api/status")
         assert r.status_code == 200, r.text
     assert jobs_of(user) == before
     hub.stop_server(user)
