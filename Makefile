@@ -10,7 +10,7 @@ ARTIFACTS := test-artifacts
 export FACTORYHUB_VENV := $(VENV)
 export FACTORYHUB_REPO := $(CURDIR)
 
-.PHONY: install up down status lint test bench
+.PHONY: install install-test up down status lint test bench
 
 install:
 	bash local/install.sh
@@ -28,7 +28,10 @@ lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: install lint
+install-test:
+	bash local/install.sh --test
+
+test: install-test lint
 	$(LOCAL) slurm-up
 	mkdir -p $(ARTIFACTS)
 	$(PYTHON) -m pytest tests -p no:cacheprovider --junitxml=$(ARTIFACTS)/junit.xml

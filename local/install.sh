@@ -4,8 +4,12 @@
 #   - a world-readable virtualenv from the system Python at ${FACTORYHUB_VENV:-/opt/factoryhub/venv}
 #     holding factoryhub (non-editable) with its test extras
 #   - configurable-http-proxy 5.3.0 in the repo's node_modules/ (npm ci)
+#   - with --test: Debian's chromium too, for the browser tests (Playwright drives it)
 # FORCE=1 reinstalls factoryhub even when its sources did not change.
 set -euo pipefail
+
+WITH_TEST_TOOLS=0
+[ "${1:-}" = "--test" ] && WITH_TEST_TOOLS=1
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${FACTORYHUB_VENV:-/opt/factoryhub/venv}"
@@ -24,6 +28,10 @@ for pkg in slurm-wlm munge python3-venv; do
         || missing+=("$pkg")
 done
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if [ "$WITH_TEST_TOOLS" = 1 ]; then
+    dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q 'install ok installed' \
+        || missing+=(chromium)
+fi
 if ((${#missing[@]})); then
     say "apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

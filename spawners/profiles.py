@@ -38,6 +38,21 @@ def format_walltime(seconds: int) -> str:
     return f"{days}-{hms}" if days else hms
 
 
+def human_walltime(seconds: int) -> str:
+    """``8 h``, ``1 day``, ``1 day 12 h``, ``30 min``: for people, not for Slurm."""
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    parts = []
+    if days:
+        parts.append(f"{days} day{'s' if days != 1 else ''}")
+    if hours:
+        parts.append(f"{hours} h")
+    if minutes:
+        parts.append(f"{minutes} min")
+    return " ".join(parts) or f"{seconds} s"
+
+
 @dataclass(frozen=True)
 class IntRange:
     default: int
@@ -106,6 +121,7 @@ class Profile:
             "gpus": vars(self.gpus),
             "walltime_default": format_walltime(self.walltime_default),
             "walltime_max": format_walltime(self.walltime_max),
+            "walltime_max_human": human_walltime(self.walltime_max),
         }
 
 

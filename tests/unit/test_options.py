@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 
 from factoryhub.spawners.jobscript import UnsafeValue, render_job_script, sbatch_value
 from factoryhub.spawners.options import JobRequest, OptionsError, validate_options
-from factoryhub.spawners.profiles import Profile, format_walltime, parse_walltime, profiles_for
+from factoryhub.spawners.profiles import (
+    Profile,
+    format_walltime,
+    human_walltime,
+    parse_walltime,
+    profiles_for,
+)
 
 PROFILES = (
     Profile.from_config(
@@ -203,3 +209,11 @@ def test_any_input_is_either_refused_or_safe(raw: dict) -> None:
 @given(st.integers(min_value=1, max_value=99 * 86400))
 def test_walltime_round_trip(seconds: int) -> None:
     assert parse_walltime(format_walltime(seconds)) == seconds
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(8 * 3600, "8 h"), (86400, "1 day"), (86400 * 2 + 3600 * 12, "2 days 12 h"), (1800, "30 min")],
+)
+def test_human_walltime(seconds: int, text: str) -> None:
+    assert human_walltime(seconds) == text

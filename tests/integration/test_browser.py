@@ -1,0 +1,76 @@
+"""A person in headless Chromium: sign in, choose a profile, land in JupyterLab (a Slurm job)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, sync_playwright
+
+from .hub_fixtures import REPO, RunningHub
+
+pytestmark = [pytest.mark.browser, pytest.mark.slurm]
+
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is not installed: run `make install-test`"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def test_sign_in_choose_profile_and_land_in_jupyterlab(
+    hub: RunningHub, unix_users: Any, browser: Browser
+) -> None:
+    (user,) = unix_users(1)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(f"{hub.url}/hub/login")
+        page.fill("input[name=username]", user)
+        page.fill("input[name=password]", unix_users.password)
+        page.click("input[type=submit], button[type=submit]")
+        # the spawn form: the user's profiles, walltime filled from the profile
+        page.wait_for_selector("#factoryhub-form", timeout=30_000)
+        assert page.locator('input[name="profile"]').count() == 2
+        assert page.input_value("#fh-walltime") == "02:00:00"
+        page.check('input[name="profile"][value="cpu-large"]')
+        assert page.input_value("#fh-walltime") == "04:00:00"
+        assert page.get_attribute("#fh-memory", "max") == "12"
+        page.check('input[name="profile"][value="cpu-small"]')
+        page.fill("#fh-memory", "3")
+        page.screenshot(path=str(ARTIFACTS / "browser-spawn-form.png"), full_page=True)
+        page.click("#spawn_form button[type=submit]")
+        # JupyterLab's launcher, served from the Slurm job
+        page.wait_for_url(f"**/user/{user}/lab**", timeout=120_000)
+        page.wait_for_selector(".jp-Launcher", timeout=120_000)
+        shot = ARTIFACTS / "browser-jupyterlab.png"
+        page.screenshot(path=str(shot))
+        assert shot.stat().st_size > 10_000
+    finally:
+        page.close()
+    jobs = subprocess.run(
+        ["squeue", "--noheader", f"--user={user}", "--format=%T %j %m"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert jobs == ["RUNNING", f"factoryhub-server-{user}", "3G"]
+    hub.stop_server(user)
