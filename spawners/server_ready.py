@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import urllib.request
 from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
@@ -26,6 +27,14 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     serverapp.log.info("factoryhub: will report this server to the hub once it listens")
 
 
+def _post_now(url: str, body: str, headers: dict[str, str]) -> None:
+    """A blocking POST on purpose (see below); loopback or the cluster network, 2 s at most."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"not an http(s) URL: {url}")
+    request = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")  # noqa: S310
+    urllib.request.urlopen(request, timeout=2).close()  # noqa: S310 - scheme checked above
+
+
 async def _start_jupyter_server_extension(serverapp: Any) -> None:
     api_url = os.environ.get("JUPYTERHUB_API_URL", "").rstrip("/")
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
@@ -33,11 +42,21 @@ async def _start_jupyter_server_extension(serverapp: Any) -> None:
         serverapp.log.warning("factoryhub: no hub to report to (JUPYTERHUB_API_URL unset)")
         return
     body = json.dumps({"ip": serverapp.ip, "port": serverapp.port})
+    headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
+    # First try at once, synchronously: extensions start together, and some (jupyter_lsp's
+    # scan for language servers) block the event loop for a while after they begin. The hub
+    # can meanwhile do its part of the start; the server answers once the loop is free.
+    try:
+        _post_now(f"{api_url}/{READY_PATH}", body, headers)
+        serverapp.log.info("factoryhub: told the hub %s:%s is ready", serverapp.ip, serverapp.port)
+        return
+    except Exception as e:
+        serverapp.log.warning("factoryhub: telling the hub failed (%s); retrying", e)
     request = HTTPRequest(
         f"{api_url}/{READY_PATH}",
         method="POST",
         body=body,
-        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+        headers=headers,
         request_timeout=10,
     )
     client = AsyncHTTPClient()
