@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .site import Site
+from .site import OidcAuth, Site
 
 OPERATOR_SERVICE = "factoryhub-operator"
 
@@ -47,7 +47,13 @@ def hub_settings(site: Site, environ: Mapping[str, str]) -> dict[str, dict[str, 
     if site.hub.connect_url:
         settings["JupyterHub"]["hub_connect_url"] = site.hub.connect_url
 
-    if site.auth.type == "local" and site.auth.local is not None:
+    settings["FactorySlurmSpawner"]["projects"] = [p.to_config() for p in site.projects]
+    if site.auth.type == "oidc" and site.auth.oidc is not None:
+        settings["JupyterHub"]["authenticator_class"] = (
+            "factoryhub.hub.auth.FactoryOIDCAuthenticator"
+        )
+        settings["FactoryOIDCAuthenticator"] = oidc_settings(site, environ)
+    elif site.auth.type == "local" and site.auth.local is not None:
         # PAM against local Unix users in one group: for the local factory only.
         settings["PAMAuthenticator"] = {"allowed_groups": {site.auth.local.group}}
         settings["Authenticator"] = {"admin_users": set(site.auth.local.admin_users)}
@@ -72,4 +78,55 @@ def hub_settings(site: Site, environ: Mapping[str, str]) -> dict[str, dict[str, 
                 "services": [OPERATOR_SERVICE],
             }
         ]
+    return settings
+
+
+class SecretMissing(ValueError):
+    """The OIDC client secret is in neither the file nor the environment variable named."""
+
+
+def client_secret(oidc: OidcAuth, environ: Mapping[str, str]) -> str:
+    if oidc.client_secret_file:
+        try:
+            secret = Path(oidc.client_secret_file).read_text().strip()
+        except OSError as e:
+            raise SecretMissing(
+                f"auth.oidc.client_secret_file: cannot read {oidc.client_secret_file}: {e.strerror}"
+            ) from None
+        if not secret:
+            raise SecretMissing(f"auth.oidc.client_secret_file: {oidc.client_secret_file} is empty")
+        return secret
+    secret = environ.get(oidc.client_secret_env, "").strip()
+    if not secret:
+        raise SecretMissing(
+            f"auth.oidc: no client secret: set auth.oidc.client_secret_file or the "
+            f"environment variable {oidc.client_secret_env}"
+        )
+    return secret
+
+
+def oidc_settings(site: Site, environ: Mapping[str, str]) -> dict[str, Any]:
+    oidc = site.auth.oidc
+    assert oidc is not None
+    settings: dict[str, Any] = {
+        "issuer": oidc.issuer,
+        "client_id": oidc.client_id,
+        "client_secret": client_secret(oidc, environ),
+        "oauth_callback_url": site.hub.public_url.rstrip("/") + "/hub/oauth_callback",
+        "scope": list(oidc.scopes),
+        "username_claim": oidc.username_claim,
+        "groups_claim": oidc.groups_claim,
+        "admin_groups": set(oidc.admin_groups),
+        "projects": [p.to_config() for p in site.projects],
+        "create_unix_users": site.auth.unix_users.create,
+        "unix_shell": site.auth.unix_users.shell,
+        "manage_slurm_associations": site.slurm.manage_associations,
+    }
+    explicit = {
+        "authorize_url": oidc.authorize_url,
+        "token_url": oidc.token_url,
+        "userdata_url": oidc.userinfo_url,
+        "jwks_url": oidc.jwks_url,
+    }
+    settings.update({k: v for k, v in explicit.items() if v})
     return settings

@@ -9,7 +9,7 @@ import sys
 
 from traitlets.config import Config
 
-from factoryhub.hub.hub_config import hub_settings
+from factoryhub.hub.hub_config import SecretMissing, hub_settings
 from factoryhub.hub.site import SiteError, example_site_path, load_site
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821
@@ -24,4 +24,8 @@ except SiteError as _error:
     )
     sys.exit(2)
 
-c.merge(Config(hub_settings(_site, os.environ)))
+try:
+    c.merge(Config(hub_settings(_site, os.environ)))
+except SecretMissing as _error:
+    print(f"factoryhub: the hub will not start.\n{_site_path}: {_error}", file=sys.stderr)
+    sys.exit(2)

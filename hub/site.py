@@ -46,11 +46,14 @@ from .site_model import (
     HubSettings,
     IntRange,
     LocalAuth,
+    OidcAuth,
     Partition,
     Profile,
+    Project,
     Site,
     SlurmSettings,
     SpawnerSettings,
+    UnixUsers,
 )
 
 __all__ = [
@@ -58,13 +61,16 @@ __all__ = [
     "HubSettings",
     "IntRange",
     "LocalAuth",
+    "OidcAuth",
     "Partition",
     "Problem",
     "Profile",
+    "Project",
     "Site",
     "SiteError",
     "SlurmSettings",
     "SpawnerSettings",
+    "UnixUsers",
     "example_site_path",
     "load_site",
     "parse_site",
@@ -173,6 +179,10 @@ def _build(d: dict[str, Any]) -> Site:
                 if local is not None
                 else None
             ),
+            oidc=_oidc(auth.get("oidc")),
+            unix_users=UnixUsers(
+                create=auth["unix_users"]["create"], shell=auth["unix_users"]["shell"]
+            ),
         ),
         slurm=SlurmSettings(
             access=slurm["access"],
@@ -180,6 +190,7 @@ def _build(d: dict[str, Any]) -> Site:
             partitions=tuple(
                 Partition(name=p["name"], description=p["description"]) for p in slurm["partitions"]
             ),
+            manage_associations=slurm["manage_associations"],
         ),
         spawner=SpawnerSettings(
             python_env=spawner["python_env"],
@@ -203,6 +214,38 @@ def _build(d: dict[str, Any]) -> Site:
             for p in d["profiles"]
         ),
         raw=d,
+        projects=tuple(
+            Project(
+                name=p["name"],
+                display_name=p["display_name"],
+                description=p["description"],
+                account=p["account"],
+                groups=tuple(p["groups"]),
+                profiles=tuple(p["profiles"]),
+                max_servers=p["limits"].get("max_servers"),
+                max_gpus_per_user=p["limits"].get("max_gpus_per_user"),
+            )
+            for p in d["projects"]
+        ),
+    )
+
+
+def _oidc(o: Mapping[str, Any] | None) -> OidcAuth | None:
+    if o is None:
+        return None
+    return OidcAuth(
+        issuer=o["issuer"].rstrip("/"),
+        client_id=o["client_id"],
+        client_secret_file=o.get("client_secret_file", ""),
+        client_secret_env=o["client_secret_env"],
+        authorize_url=o.get("authorize_url", ""),
+        token_url=o.get("token_url", ""),
+        userinfo_url=o.get("userinfo_url", ""),
+        jwks_url=o.get("jwks_url", ""),
+        scopes=tuple(o["scopes"]),
+        username_claim=o["username_claim"],
+        groups_claim=o["groups_claim"],
+        admin_groups=tuple(o["admin_groups"]),
     )
 
 

@@ -48,6 +48,16 @@ _PATTERN_MEANING: dict[str, str] = {
     "^[a-z0-9][a-z0-9-]{0,31}$": (
         "1 to 32 lowercase letters, digits and -, starting with a letter or digit"
     ),
+    "^[A-Za-z0-9][A-Za-z0-9_.:/@+#-]{0,255}$": (
+        "a group name (letters, digits and _.:/@+#-, starting with a letter or digit)"
+    ),
+    "^[!-~]+$": "printable ASCII without spaces",
+    "^[A-Z_][A-Z0-9_]{0,63}$": "an environment variable name (A-Z, 0-9 and _)",
+    "^[!-~]{1,64}$": "printable ASCII without spaces, at most 64 characters",
+    "^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$": "a claim name (letters, digits and _.:-)",
+    "^[a-z0-9][a-z0-9_-]{0,63}$": (
+        "a Slurm account name (lowercase letters, digits, _ and -, at most 64 characters)"
+    ),
 }
 
 
@@ -377,6 +387,31 @@ def _cross_problems(data: Any) -> list[Problem]:
         wall = prof.get("walltime")
         if isinstance(wall, Mapping):
             problems += _walltime_problems(wall, f"{here}.walltime")
+    problems += _project_problems(data.get("projects"), profiles)
+    return problems
+
+
+def _project_problems(projects: Any, profiles: list[Any]) -> list[Problem]:
+    """Project names are unique and name only declared profiles."""
+    if not isinstance(projects, list):
+        return []
+    problems = _unique_names(projects, "projects", "project")
+    known = [
+        p["name"] for p in profiles if isinstance(p, Mapping) and isinstance(p.get("name"), str)
+    ]
+    for i, project in enumerate(projects):
+        names = project.get("profiles") if isinstance(project, Mapping) else None
+        if not isinstance(names, list):
+            continue
+        for j, name in enumerate(names):
+            if isinstance(name, str) and name not in known:
+                problems.append(
+                    Problem(
+                        f"projects[{i}].profiles[{j}]",
+                        f"expected one of the profiles declared in profiles "
+                        f"({', '.join(known) or 'none'}), got {_show(name)}",
+                    )
+                )
     return problems
 
 

@@ -41,9 +41,58 @@ class LocalAuth:
 
 
 @dataclass(frozen=True)
+class OidcAuth:
+    issuer: str
+    client_id: str
+    client_secret_file: str
+    client_secret_env: str
+    authorize_url: str
+    token_url: str
+    userinfo_url: str
+    jwks_url: str
+    scopes: tuple[str, ...]
+    username_claim: str
+    groups_claim: str
+    admin_groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UnixUsers:
+    create: bool = False
+    shell: str = "/bin/bash"
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    display_name: str
+    description: str
+    account: str
+    groups: tuple[str, ...]
+    profiles: tuple[str, ...]
+    max_servers: int | None = None
+    max_gpus_per_user: int | None = None
+
+    def to_config(self) -> dict[str, Any]:
+        """Plain, JSON-able dict handed to the spawner and authenticator through traitlets."""
+        return {
+            "name": self.name,
+            "display_name": self.display_name,
+            "description": self.description,
+            "account": self.account,
+            "groups": list(self.groups),
+            "profiles": list(self.profiles),
+            "max_servers": self.max_servers,
+            "max_gpus_per_user": self.max_gpus_per_user,
+        }
+
+
+@dataclass(frozen=True)
 class AuthSettings:
     type: str
     local: LocalAuth | None
+    oidc: OidcAuth | None = None
+    unix_users: UnixUsers = UnixUsers()
 
 
 @dataclass(frozen=True)
@@ -57,6 +106,7 @@ class SlurmSettings:
     access: str
     job_name_prefix: str
     partitions: tuple[Partition, ...]
+    manage_associations: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,6 +170,7 @@ class Site:
     profiles: tuple[Profile, ...]
     # The site file as a plain dict, with the defaults of omitted keys filled in.
     raw: dict[str, Any]
+    projects: tuple[Project, ...] = ()
 
     def profile(self, name: str) -> Profile:
         """The profile called ``name`` (KeyError if there is none)."""

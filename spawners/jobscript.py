@@ -25,7 +25,7 @@ class UnsafeValue(ValueError):
 
 def sbatch_value(value: Any) -> str:
     text = str(value)
-    if not SAFE_VALUE.match(text):
+    if not SAFE_VALUE.fullmatch(text):
         raise UnsafeValue(f"refusing to put {text[:80]!r} into a job script")
     return text
 

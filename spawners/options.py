@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .profiles import Profile, format_walltime, parse_walltime
+from .projects import Project, Usage
 
-FIELDS = ("profile", "walltime", "memory_gb", "gpus")
+FIELDS = ("project", "profile", "walltime", "memory_gb", "gpus")
 MAX_VALUE_LENGTH = 64
 
 LABELS = {
+    "project": "Project",
     "profile": "Resource profile",
     "walltime": "Walltime",
     "memory_gb": "Memory (GB)",
@@ -45,6 +47,8 @@ class JobRequest:
     memory_gb: int
     gpus: int
     walltime_seconds: int
+    project: str = ""
+    account: str = ""
 
     @property
     def walltime(self) -> str:
@@ -52,7 +56,8 @@ class JobRequest:
 
     def to_user_options(self) -> dict[str, Any]:
         """The normalised options, as stored in the hub database."""
-        return {
+        options: dict[str, Any] = {"project": self.project} if self.project else {}
+        return options | {
             "profile": self.profile,
             "walltime": self.walltime,
             "memory_gb": self.memory_gb,
@@ -99,13 +104,41 @@ def _integer(field: str, text: str | None, default: int, low: int, high: int, un
     return number
 
 
+def _choose_project(
+    raw: Mapping[str, Any], projects: Sequence[Project], profiles: Sequence[Profile]
+) -> tuple[Project, tuple[Profile, ...]]:
+    if not projects:
+        raise OptionsError(
+            "project",
+            "you are not a member of any project yet. Ask your project's lead or the "
+            "factory's support to add you to a project's group, then sign in again",
+        )
+    name = _single("project", raw.get("project"))
+    by_name = {p.name: p for p in projects}
+    if name is None:
+        project = projects[0]
+    elif name in by_name:
+        project = by_name[name]
+    else:
+        raise OptionsError(
+            "project", f"{name!r} is not a project of yours (choose from {', '.join(by_name)})"
+        )
+    allowed = tuple(p for p in profiles if p.name in project.profiles)
+    return project, allowed
+
+
 def validate_options(
     raw: Mapping[str, Any] | None,
     profiles: Sequence[Profile],
+    projects: Sequence[Project] | None = None,
+    usage: Mapping[str, Usage] | None = None,
 ) -> JobRequest:
     """Check ``raw`` (form data or REST ``user_options``) against ``profiles``.
 
-    ``profiles`` are the profiles *this user* may use. Raises :class:`OptionsError`.
+    ``profiles`` are the profiles *this user* may use. With ``projects`` (the user's
+    projects; ``None`` when the site has none) the user also picks a project, which
+    narrows the profiles, gives the Slurm account and applies the project's limits to
+    what ``usage`` says the user already runs. Raises :class:`OptionsError`.
     """
     if raw is None:
         raw = {}
@@ -117,6 +150,11 @@ def validate_options(
             "options",
             f"unknown option {', '.join(map(repr, unknown))} (allowed: {', '.join(FIELDS)})",
         )
+    project: Project | None = None
+    if projects is not None:
+        project, profiles = _choose_project(raw, projects, profiles)
+    elif _single("project", raw.get("project")) is not None:
+        raise OptionsError("project", "this factory has no projects to choose from")
     if not profiles:
         raise OptionsError(
             "profile", "no resource profile is open to you; ask your project's admin"
@@ -168,6 +206,20 @@ def validate_options(
         profile.gpus.max,
         " GPUs" if profile.gpus.max != 1 else " GPU",
     )
+    if project is not None:
+        used = (usage or {}).get(project.name, Usage())
+        if project.max_servers is not None and used.servers >= project.max_servers:
+            raise OptionsError(
+                "project",
+                f"{project.display_name} allows {project.max_servers} server(s) per member "
+                f"at a time and you run {used.servers}; stop one first",
+            )
+        if project.max_gpus_per_user is not None and used.gpus + gpus > project.max_gpus_per_user:
+            raise OptionsError(
+                "gpus",
+                f"{project.display_name} allows {project.max_gpus_per_user} GPU(s) per member "
+                f"at a time; you hold {used.gpus} and asked for {gpus}",
+            )
     return JobRequest(
         profile=profile.name,
         partition=profile.partition,
@@ -175,4 +227,6 @@ def validate_options(
         memory_gb=memory,
         gpus=gpus,
         walltime_seconds=seconds,
+        project=project.name if project else "",
+        account=project.account if project else "",
     )

@@ -19,7 +19,7 @@ _TIME = re.compile(
 
 def parse_walltime(value: str) -> int:
     """Seconds in a Slurm time string: ``HH:MM``, ``HH:MM:SS`` or ``D-HH:MM[:SS]``."""
-    match = _TIME.match(value)
+    match = _TIME.fullmatch(value)
     if not match:
         raise ValueError(f"not a time of the form HH:MM:SS or D-HH:MM:SS: {value!r}")
     days = int(match["d"] or 0)

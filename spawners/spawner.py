@@ -32,6 +32,7 @@ from .jobscript import render_job_script
 from .options import JobRequest, OptionsError, validate_options
 from .profiles import Profile, load_profiles, profiles_for
 from .progress import describe
+from .projects import Project, Usage, load_projects, projects_for
 from .slurm_client import JobInfo, LocalSlurmClient, SlurmError, SlurmUnavailable
 
 _form_env = Environment(
@@ -54,6 +55,15 @@ class FactorySlurmSpawner(SlurmSpawner):
         Each is a dict with name, display_name, description, partition, cpus,
         memory_gb {default,min,max}, gpus {default,min,max}, walltime {default,max},
         allowed_groups, allowed_users.
+        """,
+    ).tag(config=True)
+
+    projects = List(
+        Dict(),
+        help="""Projects (set from the site file): name, display_name, description, account,
+        groups, profiles, max_servers, max_gpus_per_user. Empty: no projects, no --account.
+        A user belongs to a project when one of their groups (JupyterHub groups, synced from
+        the identity provider, or Unix groups) is among the project's groups.
         """,
     ).tag(config=True)
 
@@ -144,16 +154,44 @@ class FactorySlurmSpawner(SlurmSpawner):
     def available_profiles(self) -> tuple[Profile, ...]:
         return profiles_for(load_profiles(self.profiles), self.user.name, self.user_groups())
 
+    def user_projects(self) -> tuple[Project, ...] | None:
+        """The user's projects; None when the site has no projects at all."""
+        if not self.projects:
+            return None
+        return projects_for(load_projects(self.projects), self.user_groups())
+
+    def project_usage(self) -> dict[str, Usage]:
+        """Servers and GPUs the user holds per project, this server excepted."""
+        usage: dict[str, Usage] = {}
+        for spawner in getattr(self.user, "spawners", {}).values():
+            if spawner is self or not spawner.active:
+                continue
+            options = spawner.user_options or {}
+            project = options.get("project")
+            if isinstance(project, str):
+                used = usage.get(project, Usage())
+                gpus = options.get("gpus") if isinstance(options.get("gpus"), int) else 0
+                usage[project] = Usage(used.servers + 1, used.gpus + gpus)
+        return usage
+
     def validate_user_options(self, raw: Any) -> JobRequest:
-        return validate_options(raw, self.available_profiles())
+        return validate_options(
+            raw, self.available_profiles(), self.user_projects(), self.project_usage()
+        )
 
     # ------------------------------------------------------------------ the form
 
     def _render_options_form(self) -> str:
         profiles = [p.to_form() for p in self.available_profiles()]
+        projects = self.user_projects()
+        if projects is not None:
+            usable = {name for p in projects for name in p.profiles}
+            profiles = [p for p in profiles if p["name"] in usable]
         previous = self.orm_spawner.user_options if self.orm_spawner else None
         return _form_env.get_template("form.html.j2").render(
-            profiles=profiles, previous=previous or {}
+            profiles=profiles,
+            projects=[p.to_form() for p in projects] if projects is not None else None,
+            previous=previous or {},
         )
 
     def run_options_from_form(self, form_data: dict[str, list[str]]) -> dict[str, Any]:
@@ -174,6 +212,7 @@ class FactorySlurmSpawner(SlurmSpawner):
         spawner.req_memory = f"{request.memory_gb}G"
         spawner.req_runtime = request.walltime
         spawner.req_gres = f"gpu:{request.gpus}" if request.gpus else ""
+        spawner.req_account = request.account
 
     job_request: JobRequest | None = None
 

@@ -52,7 +52,12 @@ def write_site(path: Path, state_dir: Path, **overrides: Any) -> Path:
         state_dir=str(state_dir),
     )
     site["spawner"]["python_env"] = str(VENV_BIN.parent)
+    # Local sign-in (PAM) and no projects: the tests of the spawner itself. The OIDC hub
+    # with projects is `oidc_hub`.
+    site["auth"]["type"] = "local"
     site["auth"]["local"]["admin_users"] = []
+    site["projects"] = []
+    site["slurm"]["manage_associations"] = False
     for key, value in overrides.items():
         site[key] = value
     path.write_text(yaml.safe_dump(site))

@@ -17,6 +17,7 @@ from factoryhub.spawners.profiles import (
     parse_walltime,
     profiles_for,
 )
+from factoryhub.spawners.projects import Project, Usage, projects_for
 
 PROFILES = (
     Profile.from_config(
@@ -217,3 +218,97 @@ def test_walltime_round_trip(seconds: int) -> None:
 )
 def test_human_walltime(seconds: int, text: str) -> None:
     assert human_walltime(seconds) == text
+
+
+@pytest.mark.parametrize("value", ["02:00:00\n", "cpu\n", "gpu:1\n"])
+def test_a_trailing_newline_is_no_safe_value(value: str) -> None:
+    with pytest.raises(UnsafeValue):
+        sbatch_value(value)
+    with pytest.raises(ValueError):
+        parse_walltime(value)
+
+
+PROJECTS = (
+    Project.from_config(
+        {
+            "name": "acme-ai",
+            "display_name": "ACME AI",
+            "account": "acme-ai",
+            "groups": ["acme-ai"],
+            "profiles": ["cpu-small", "gpu-1"],
+            "max_servers": 1,
+            "max_gpus_per_user": 1,
+        }
+    ),
+    Project.from_config(
+        {
+            "name": "climate-lab",
+            "display_name": "Climate Lab",
+            "account": "climate-lab",
+            "groups": ["climate-lab"],
+            "profiles": ["cpu-small"],
+        }
+    ),
+)
+
+
+def test_a_project_gives_the_account_and_narrows_the_profiles() -> None:
+    mine = projects_for(PROJECTS, {"climate-lab", "acme-ai"})
+    request = validate_options({"project": "climate-lab"}, PROFILES, mine)
+    assert (request.project, request.account, request.profile) == (
+        "climate-lab",
+        "climate-lab",
+        "cpu-small",
+    )
+    assert "#SBATCH --account=climate-lab" in job_script_with_account(request)
+    with pytest.raises(OptionsError, match="'gpu-1' is not a profile you may use"):
+        validate_options({"project": "climate-lab", "profile": "gpu-1"}, PROFILES, mine)
+    # the first project is the default
+    assert validate_options({}, PROFILES, mine).account == "acme-ai"
+
+
+def test_a_project_not_of_the_user_is_refused() -> None:
+    mine = projects_for(PROJECTS, {"climate-lab"})
+    with pytest.raises(OptionsError, match="'acme-ai' is not a project of yours") as info:
+        validate_options({"project": "acme-ai"}, PROFILES, mine)
+    assert info.value.field == "project"
+
+
+def test_no_project_says_how_to_get_one() -> None:
+    with pytest.raises(OptionsError, match="not a member of any project yet"):
+        validate_options({}, PROFILES, projects_for(PROJECTS, {"elsewhere"}))
+
+
+def test_project_limits() -> None:
+    mine = projects_for(PROJECTS, {"acme-ai"})
+    with pytest.raises(OptionsError, match="allows 1 server"):
+        validate_options({}, PROFILES, mine, {"acme-ai": Usage(servers=1)})
+    with pytest.raises(OptionsError, match="allows 1 GPU"):
+        validate_options({"profile": "gpu-1", "gpus": "2"}, PROFILES, mine)
+    assert validate_options({"profile": "gpu-1", "gpus": "1"}, PROFILES, mine).gpus == 1
+
+
+def test_no_projects_on_the_site_means_no_account() -> None:
+    assert validate_options({}, PROFILES).account == ""
+    with pytest.raises(OptionsError, match="no projects"):
+        validate_options({"project": "acme-ai"}, PROFILES)
+
+
+def job_script_with_account(request: JobRequest) -> str:
+    subvars = {
+        "job_name": "factoryhub-server-ravi",
+        "log_dir": "/home/ravi/.factoryhub/logs",
+        "homedir": "/home/ravi",
+        "keepvars": "PATH",
+        "partition": request.partition,
+        "runtime": request.walltime,
+        "nprocs": str(request.cpus),
+        "memory": f"{request.memory_gb}G",
+        "gres": "",
+        "account": request.account,
+        "qos": "",
+        "reservation": "",
+        "username": "ravi",
+        "profile": request.profile,
+    }
+    return render_job_script(subvars, ["/opt/env/bin/factoryhub-singleuser"])

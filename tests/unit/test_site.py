@@ -49,7 +49,19 @@ def test_example_is_packaged_and_loads() -> None:
     assert s.hub.public_url == "http://127.0.0.1:8000"
     assert s.hub.state_dir == "/var/lib/factoryhub/hub"
     assert s.hub.keep_servers_on_restart is True
-    assert s.auth.type == "local"
+    assert s.auth.type == "oidc"
+    assert s.auth.oidc is not None
+    assert s.auth.oidc.issuer == "http://127.0.0.1:9000"
+    assert s.auth.oidc.client_secret_file == "/var/lib/factoryhub/idp/client-secret"
+    assert s.auth.oidc.username_claim == "preferred_username"
+    assert s.auth.oidc.admin_groups == ("factory-admins",)
+    assert s.auth.unix_users.create is True
+    assert [(p.name, p.account) for p in s.projects] == [
+        ("acme-ai", "acme-ai"),
+        ("climate-lab", "climate-lab"),
+        ("factory-ops", "factory-ops"),
+    ]
+    assert s.projects[0].max_gpus_per_user == 1 and s.projects[1].max_servers is None
     assert s.auth.local is not None
     assert s.auth.local.group == "factoryhub"
     assert s.auth.local.admin_users == ("alice",)
@@ -184,7 +196,7 @@ def test_unknown_top_level_key() -> None:
     data["hubb"] = {}
     err = errors_of(data)
     assert lines_of(err) == [
-        'factory.yaml: unknown key "hubb" (allowed: hub, auth, slurm, spawner, profiles)'
+        'factory.yaml: unknown key "hubb" (allowed: hub, auth, slurm, spawner, profiles, projects)'
     ]
 
 
@@ -292,6 +304,7 @@ def test_walltime_zero() -> None:
 def test_duplicate_names() -> None:
     data = example()
     data["profiles"][2]["name"] = "cpu-small"
+    data["projects"] = []
     data["slurm"]["partitions"].append({"name": "batch"})
     err = errors_of(data)
     assert err.paths == ["profiles[2].name", "slurm.partitions[2].name"]
@@ -301,6 +314,7 @@ def test_duplicate_names() -> None:
 def test_missing_keys() -> None:
     data = example()
     del data["profiles"][0]["cpus"]
+    data["auth"]["type"] = "local"
     del data["auth"]["local"]
     assert lines_of(errors_of(data)) == [
         "factory.yaml: auth.local: expected a mapping, got nothing "
@@ -327,7 +341,7 @@ def test_log_dir_placeholders() -> None:
 def test_empty_lists() -> None:
     data = example()
     data["profiles"] = []
-    data["profiles"] = []
+    data["projects"] = []
     assert errors_of(data).paths == ["profiles"]
     data = example()
     data["profiles"][0]["allowed_users"] = []
@@ -537,3 +551,41 @@ def test_walltime_value(text: str) -> None:
     days, _, hms = text.rpartition("-")
     h, m, s = (int(x) for x in hms.split(":"))
     assert walltime_seconds(text) == ((int(days or 0) * 24 + h) * 60 + m) * 60 + s
+
+
+def test_projects_name_declared_profiles_and_valid_accounts() -> None:
+    data = example()
+    data["projects"][1]["profiles"].append("gpu-9")
+    data["projects"][2]["account"] = "Ops Team"
+    data["projects"][0]["groups"] = ["acme ai"]
+    data["projects"].append(dict(data["projects"][0]))
+    err = errors_of(data)
+    assert err.paths == [
+        "projects[0].groups[0]",
+        "projects[1].profiles[2]",
+        "projects[2].account",
+        "projects[3].groups[0]",
+        "projects[3].name",
+    ]
+    assert "expected one of the profiles declared in profiles" in str(err)
+    assert "a Slurm account name" in str(err)
+
+
+def test_oidc_settings_are_required_with_type_oidc() -> None:
+    data = example()
+    del data["auth"]["oidc"]
+    assert lines_of(errors_of(data)) == [
+        "factory.yaml: auth.oidc: expected a mapping, got nothing "
+        '(the key is missing; required when auth.type is "oidc")'
+    ]
+    data = example()
+    data["auth"]["oidc"]["client_secret"] = "s3cret"
+    err = errors_of(data)
+    assert err.paths == ["auth.oidc"]
+    assert 'unknown key "client_secret"' in str(err)
+
+
+def test_projects_are_optional() -> None:
+    data = example()
+    del data["projects"]
+    assert parse_site(data).projects == ()

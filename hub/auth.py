@@ -1,0 +1,245 @@
+"""Sign-in with the factory's OpenID Connect provider.
+
+``FactoryOIDCAuthenticator`` is oauthenticator's ``GenericOAuthenticator`` configured by
+the issuer URL alone (endpoints from discovery, PKCE on), plus what a factory needs:
+
+- the ID token is verified (signature with the provider's published keys, issuer,
+  audience, lifetime) and its claims are the user's identity;
+- the user name claim must be a valid POSIX user name, or sign-in is refused with advice;
+- groups come from a configurable claim and become JupyterHub groups (projects and
+  admins follow from them);
+- on sign-in the user's Unix account is created where the site wants it (otherwise an
+  unknown user is told so) and the user is added to the Slurm accounts of their projects;
+- when the provider does not answer, the login page says so instead of sending the
+  browser to a dead address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pwd
+import time
+from typing import Any
+
+from oauthenticator.generic import GenericOAuthenticator
+from oauthenticator.oauth2 import OAuthLoginHandler
+from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from traitlets import Bool, Dict, Float, List, Unicode, default
+
+from factoryhub.spawners.slurm_accounts import AccountingError, ensure_user_in_account
+
+from .oidc import (
+    IdTokenError,
+    check_username,
+    discovery_url,
+    endpoints_from_discovery,
+    groups_of,
+    verify_id_token,
+)
+
+
+class FactoryLoginHandler(OAuthLoginHandler):
+    """Checks that the identity provider answers before sending the browser there."""
+
+    async def get(self) -> None:  # type: ignore[override]
+        problem = await self.authenticator.provider_problem()
+        if problem:
+            raise web.HTTPError(503, problem)
+        super().get()
+
+
+class FactoryOIDCAuthenticator(GenericOAuthenticator):
+    login_handler = FactoryLoginHandler
+
+    issuer = Unicode(
+        help="The identity provider's issuer URL; endpoints come from its discovery document.",
+    ).tag(config=True)
+
+    jwks_url = Unicode(
+        help="URL of the provider's signing keys (JWKS); from discovery when empty.",
+    ).tag(config=True)
+
+    groups_claim = Unicode(
+        "groups", help="The claim holding the user's groups or entitlements."
+    ).tag(config=True)
+
+    projects = List(
+        Dict(),
+        help="Projects from the site file (name, account, groups, ...): a user is added to "
+        "the Slurm accounts of the projects whose groups they are in.",
+    ).tag(config=True)
+
+    manage_slurm_associations = Bool(
+        False, help="Add users to their projects' Slurm accounts (sacctmgr) at sign-in."
+    ).tag(config=True)
+
+    create_unix_users = Bool(
+        False, help="Create a user's Unix account and home on first sign-in."
+    ).tag(config=True)
+
+    unix_shell = Unicode("/bin/bash", help="Login shell of created Unix accounts.").tag(config=True)
+
+    provider_timeout = Float(
+        5.0, help="Seconds to wait for the identity provider before telling the user it is down."
+    ).tag(config=True)
+
+    @default("login_service")
+    def _default_login_service(self) -> str:
+        return "the AI Factory sign-in"
+
+    @default("manage_groups")
+    def _default_manage_groups(self) -> bool:
+        return True
+
+    @default("auth_state_groups_key")
+    def _default_groups_key(self) -> Any:
+        return lambda auth_state: groups_of(auth_state.get("oauth_user") or {}, self.groups_claim)
+
+    @default("username_claim")
+    def _default_username_claim(self) -> str:
+        return "preferred_username"
+
+    @default("enable_pkce")
+    def _default_pkce(self) -> bool:
+        return True
+
+    @default("allow_all")
+    def _default_allow_all(self) -> bool:
+        # Everyone the provider vouches for may sign in; what they may run follows from
+        # their projects, and people without one get a page that says how to join one.
+        return True
+
+    # ------------------------------------------------------------ the provider
+
+    _jwks: dict[str, Any] | None = None
+    _provider_ok_until = 0.0
+
+    async def _fetch_json(self, url: str) -> dict[str, Any]:
+        response = await AsyncHTTPClient().fetch(
+            url, request_timeout=self.provider_timeout, connect_timeout=self.provider_timeout
+        )
+        return json.loads(response.body)
+
+    async def discover(self) -> None:
+        """Read the endpoints that are not configured from the discovery document."""
+        document = await self._fetch_json(discovery_url(self.issuer))
+        found = endpoints_from_discovery(self.issuer, document)
+        self.authorize_url = self.authorize_url or found.authorize_url
+        self.token_url = self.token_url or found.token_url
+        self.userdata_url = self.userdata_url or found.userinfo_url
+        self.jwks_url = self.jwks_url or found.jwks_url
+
+    async def provider_problem(self) -> str:
+        """'' when the provider answers (checked at most every 30 s), else what to tell people."""
+        if time.monotonic() < self._provider_ok_until and self.authorize_url:
+            return ""
+        try:
+            await self.discover()
+        except (OSError, HTTPClientError, ValueError, json.JSONDecodeError) as e:
+            self.log.error("The identity provider %s did not answer: %s", self.issuer, e)
+            return (
+                f"The factory's sign-in service ({self.issuer}) is not reachable right now, "
+                "so you cannot sign in. Please try again in a few minutes; if it persists, "
+                "tell the factory's support."
+            )
+        self._provider_ok_until = time.monotonic() + 30
+        return ""
+
+    async def _signing_keys(self, refresh: bool = False) -> dict[str, Any]:
+        if self._jwks is None or refresh:
+            if not self.jwks_url:
+                await self.discover()
+            self._jwks = await self._fetch_json(self.jwks_url)
+        return self._jwks
+
+    # ------------------------------------------------------------ who signed in
+
+    async def token_to_user(self, token_info: dict[str, Any]) -> dict[str, Any]:
+        id_token = token_info.get("id_token")
+        if not id_token:
+            raise web.HTTPError(403, "The identity provider returned no ID token; sign-in refused.")
+        try:
+            try:
+                claims = verify_id_token(
+                    id_token, await self._signing_keys(), self.issuer, self.client_id
+                )
+            except IdTokenError:
+                # The provider may have rotated its keys: fetch them once more.
+                claims = verify_id_token(
+                    id_token, await self._signing_keys(refresh=True), self.issuer, self.client_id
+                )
+        except IdTokenError as e:
+            self.log.warning("Refused an ID token: %s", e)
+            raise web.HTTPError(403, f"Sign-in refused: the identity token was {e}.") from None
+        if self.groups_claim not in claims and self.userdata_url:
+            userinfo = await super().token_to_user(token_info)
+            if userinfo.get("sub") == claims.get("sub"):
+                claims[self.groups_claim] = userinfo.get(self.groups_claim, [])
+        return claims
+
+    def user_info_to_username(self, user_info: dict[str, Any]) -> str:
+        try:
+            return check_username(user_info.get(self.username_claim), self.username_claim)
+        except ValueError as e:
+            raise web.HTTPError(403, str(e)) from None
+
+    async def update_auth_model(self, auth_model: dict[str, Any]) -> dict[str, Any]:
+        auth_model = await super().update_auth_model(auth_model)
+        await self.provision(auth_model["name"], auth_model.get("groups") or [])
+        return auth_model
+
+    # ------------------------------------------------------------ provisioning
+
+    async def provision(self, username: str, groups: list[str]) -> None:
+        """Make sure the user can run jobs: a Unix account, and Slurm associations."""
+        try:
+            pwd.getpwnam(username)
+        except KeyError:
+            if not self.create_unix_users:
+                raise web.HTTPError(
+                    403,
+                    f"You signed in as {username}, but the cluster has no Unix account of that "
+                    "name yet. Accounts come from the site's directory (LDAP): ask the factory's "
+                    "support to create yours.",
+                ) from None
+            await self._create_unix_user(username)
+        if self.manage_slurm_associations:
+            mine = set(groups)
+            for project in self.projects:
+                if mine.intersection(project.get("groups") or ()):
+                    try:
+                        await asyncio.to_thread(
+                            ensure_user_in_account, username, project["account"]
+                        )
+                    except AccountingError as e:
+                        self.log.error(
+                            "Adding %s to account %s failed: %s", username, project["account"], e
+                        )
+                        raise web.HTTPError(
+                            503,
+                            f"Your project {project.get('display_name', project['name'])} could "
+                            "not be set up on the cluster's accounting right now. Please try "
+                            "again in a few minutes; if it persists, tell the factory's support.",
+                        ) from None
+
+    async def _create_unix_user(self, username: str) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            "useradd",
+            "--create-home",
+            "--shell",
+            self.unix_shell,
+            "--user-group",
+            username,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        if proc.returncode not in (0, 9):  # 9: exists already (created meanwhile)
+            self.log.error("useradd %s failed: %s", username, err.decode(errors="replace"))
+            raise web.HTTPError(
+                500,
+                f"Your Unix account {username} could not be created; tell the factory's support.",
+            )
+        self.log.info("Created the Unix account of %s", username)
