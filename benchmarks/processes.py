@@ -43,11 +43,15 @@ def log(message: str) -> None:
 
 
 def ensure_unix_user(name: str) -> None:
+    """A benchmark user who may submit jobs (Slurm enforces associations here)."""
+    from factoryhub.local.accounting import ensure_default_association
+
     try:
         pwd.getpwnam(name)
     except KeyError:
         subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True)
         log(f"created Unix user {name}")
+    ensure_default_association(name)
 
 
 def slurm_jobs(user: str) -> list[str]:

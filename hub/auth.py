@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import pwd
-import time
 from typing import Any
 
 from oauthenticator.generic import GenericOAuthenticator
@@ -114,7 +113,6 @@ class FactoryOIDCAuthenticator(GenericOAuthenticator):
     # ------------------------------------------------------------ the provider
 
     _jwks: dict[str, Any] | None = None
-    _provider_ok_until = 0.0
 
     async def _fetch_json(self, url: str) -> dict[str, Any]:
         response = await AsyncHTTPClient().fetch(
@@ -132,9 +130,8 @@ class FactoryOIDCAuthenticator(GenericOAuthenticator):
         self.jwks_url = self.jwks_url or found.jwks_url
 
     async def provider_problem(self) -> str:
-        """'' when the provider answers (checked at most every 30 s), else what to tell people."""
-        if time.monotonic() < self._provider_ok_until and self.authorize_url:
-            return ""
+        """'' when the provider answers, else what to tell people. Checked at every sign-in
+        (one small request), so nobody is sent to a provider that is down."""
         try:
             await self.discover()
         except (OSError, HTTPClientError, ValueError, json.JSONDecodeError) as e:
@@ -144,7 +141,6 @@ class FactoryOIDCAuthenticator(GenericOAuthenticator):
                 "so you cannot sign in. Please try again in a few minutes; if it persists, "
                 "tell the factory's support."
             )
-        self._provider_ok_until = time.monotonic() + 30
         return ""
 
     async def _signing_keys(self, refresh: bool = False) -> dict[str, Any]:
@@ -187,7 +183,9 @@ class FactoryOIDCAuthenticator(GenericOAuthenticator):
 
     async def update_auth_model(self, auth_model: dict[str, Any]) -> dict[str, Any]:
         auth_model = await super().update_auth_model(auth_model)
-        await self.provision(auth_model["name"], auth_model.get("groups") or [])
+        # oauthenticator fills auth_model["groups"] only after this method: read the claim.
+        user = (auth_model.get("auth_state") or {}).get("oauth_user") or {}
+        await self.provision(auth_model["name"], groups_of(user, self.groups_claim))
         return auth_model
 
     # ------------------------------------------------------------ provisioning

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import pids, processes, slurm
+from . import idp, pids, processes, site_setup, slurm
 
 # Local-only demo credentials: the hub on 127.0.0.1 signs these Unix users in.
 DEMO_USERS = ("alice", "bob")
@@ -34,21 +34,38 @@ def cmd_slurm_down(_: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     processes.hub_config_path()  # fail early, before touching anything, if it is missing
+    site_file = Path(args.site).resolve() if args.site else None
+    site = site_setup.load(site_file or processes.default_site_file())
     cmd_slurm_up(args)
-    for user in DEMO_USERS:
-        slurm.create_unix_user(user, DEMO_PASSWORD, groups=(DEMO_GROUP,))
-    _say(f"demo users {', '.join(DEMO_USERS)} (group {DEMO_GROUP}) ready")
-    site = Path(args.site).resolve() if args.site else None
-    pid, started = processes.up_hub(site)
+    created = site_setup.project_accounts(site)
+    if created:
+        _say(f"Slurm accounts of the projects created: {', '.join(created)}")
+    idp_pid = site_setup.idp_up(site)
+    if idp_pid:
+        assert site.auth.oidc is not None
+        _say(f"identity provider up on {site.auth.oidc.issuer} (pid {idp_pid})")
+        who = "\n".join(
+            f"                        {name:6s} {role:18s} groups: {groups}"
+            for name, role, groups in site_setup.DEMO_IDP_USERS
+        )
+        sign_in = f"""  Sign in (IdP):        password {DEMO_PASSWORD} (local-only demo users)
+{who}"""
+    else:
+        for user in DEMO_USERS:
+            slurm.create_unix_user(user, DEMO_PASSWORD, groups=(DEMO_GROUP,))
+        _say(f"demo users {', '.join(DEMO_USERS)} (group {DEMO_GROUP}) ready")
+        sign_in = f"""  Demo users:           {", ".join(DEMO_USERS)}   password: {DEMO_PASSWORD}
+                        (local-only demo credentials; the hub listens on 127.0.0.1)"""
+    pid, started = processes.up_hub(site_file)
     _say(f"hub {'started' if started else 'already running'} (pid {pid})")
     print(
         f"""
   FactoryHub is up:     {processes.HUB_URL}
-  Demo users:           {", ".join(DEMO_USERS)}   password: {DEMO_PASSWORD}
-                        (local-only demo credentials; the hub listens on 127.0.0.1)
+{sign_in}
   Admin API token file: {processes.ADMIN_TOKEN_FILE}
   Logs:                 hub {processes.HUB_LOG}
                         slurm {slurm.LOG_DIR}/slurmctld.log, {slurm.LOG_DIR}/slurmd.log
+                        accounting {slurm.LOG_DIR}/slurmdbd.log, {slurm.MARIADB_LOG}
                         munge {slurm.MUNGE_LOG}
   Stop / inspect:       make down / make status
 """,
@@ -58,7 +75,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(_: argparse.Namespace) -> int:
-    stopped = processes.down_hub() + slurm.down()
+    stopped = processes.down_hub()
+    if idp.down():
+        stopped.append("idp")
+    stopped += slurm.down()
     _say(f"stopped {', '.join(stopped)}" if stopped else "nothing of ours was running")
     return 0
 
@@ -67,6 +87,7 @@ def cmd_status(_: argparse.Namespace) -> int:
     parts: dict[str, int | None] = dict(slurm.status())
     parts["hub"] = processes.hub_pid()
     parts["proxy"] = processes.proxy_pid()
+    parts["idp"] = idp.status()
     ours = pids.load_started()
     for name, pid in parts.items():
         state = f"running  pid {pid}" if pid else "stopped"
@@ -99,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (slurm.SlurmError, processes.HubError) as exc:
+    except (slurm.SlurmError, processes.HubError, idp.IdpError) as exc:
         print(f"factoryhub-local {args.command}: {exc}", file=sys.stderr)
         return 1
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the local FactoryHub needs, as root; idempotent and quiet when all is there.
-#   - Debian packages: slurm-wlm, munge, python3-venv (and npm when there is none)
+#   - Debian packages: slurm-wlm, munge, slurmdbd, mariadb-server (accounting; factoryhub-local
+#     runs its own MariaDB on 127.0.0.1:3307), python3-venv (and npm when there is none)
 #   - a world-readable virtualenv from the system Python at ${FACTORYHUB_VENV:-/opt/factoryhub/venv}
 #     holding factoryhub (non-editable) with its test extras
 #   - configurable-http-proxy 5.3.0 in the repo's node_modules/ (npm ci)
@@ -23,7 +24,7 @@ die() { echo "install: ERROR: $*" >&2; exit 1; }
 
 # 1. Debian packages -------------------------------------------------------------------------
 missing=()
-for pkg in slurm-wlm munge python3-venv; do
+for pkg in slurm-wlm munge slurmdbd mariadb-server python3-venv; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
         || missing+=("$pkg")
 done
@@ -92,14 +93,14 @@ if [ "$changed" = 1 ]; then
     chmod -R a+rX "$VENV"
 fi
 
-# 5. configurable-http-proxy, project-local --------------------------------------------------
-if [ ! -x "$PROXY_BIN" ]; then
-    say "npm ci (configurable-http-proxy 5.3.0) in $REPO/node_modules"
-    cd "$REPO"
-    if [ -f package-lock.json ]; then
-        npm ci --no-audit --no-fund --loglevel=error >/dev/null
-    else
-        npm install --no-audit --no-fund --loglevel=error >/dev/null
-    fi
+# 5. npm packages, project-local: configurable-http-proxy and oidc-provider (the local IdP),
+#    reinstalled whenever package-lock.json changed.
+npm_stamp="$REPO/node_modules/.factoryhub-lock.sha256"
+npm_hash="$(sha256sum "$REPO/package-lock.json" | cut -d' ' -f1)"
+if [ ! -x "$PROXY_BIN" ] || [ "$(cat "$npm_stamp" 2>/dev/null)" != "$npm_hash" ]; then
+    say "npm ci (configurable-http-proxy, oidc-provider) in $REPO/node_modules"
+    (cd "$REPO" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
     [ -x "$PROXY_BIN" ] || die "npm did not install $PROXY_BIN"
+    [ -d "$REPO/node_modules/oidc-provider" ] || die "npm did not install oidc-provider"
+    echo "$npm_hash" >"$npm_stamp"
 fi

@@ -25,7 +25,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-PUBLIC_PORT, API_PORT, PROXY_API_PORT = 18000, 18081, 18001
+# (public, hub API, proxy API) ports: the OIDC hub's public port matches the test IdP
+# client's redirect URI (idp_fixtures.HUB_CALLBACK).
+LOCAL_HUB_PORTS = (18200, 18281, 18201)
+OIDC_HUB_PORTS = (18000, 18081, 18001)
 
 
 def proxy_command() -> str:
@@ -41,14 +44,23 @@ def hub_config_path() -> str:
     return spec.origin
 
 
-def write_site(path: Path, state_dir: Path, **overrides: Any) -> Path:
+def example_site() -> dict[str, Any]:
     from factoryhub.hub.site import example_site_path
 
-    site = yaml.safe_load(example_site_path().read_text())
+    return yaml.safe_load(example_site_path().read_text())
+
+
+def write_site(
+    path: Path, state_dir: Path, ports: tuple[int, int, int] = LOCAL_HUB_PORTS, **overrides: Any
+) -> Path:
+    """The example site file for a test hub with local (PAM) sign-in and no projects;
+    ``overrides`` replace top-level sections."""
+    site = example_site()
+    public, api, proxy_api = ports
     site["hub"].update(
-        public_url=f"http://127.0.0.1:{PUBLIC_PORT}",
-        api_url=f"http://127.0.0.1:{API_PORT}",
-        proxy_api_url=f"http://127.0.0.1:{PROXY_API_PORT}",
+        public_url=f"http://127.0.0.1:{public}",
+        api_url=f"http://127.0.0.1:{api}",
+        proxy_api_url=f"http://127.0.0.1:{proxy_api}",
         state_dir=str(state_dir),
     )
     site["spawner"]["python_env"] = str(VENV_BIN.parent)
@@ -72,8 +84,7 @@ class RunningHub:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
-
-    url: str = f"http://127.0.0.1:{PUBLIC_PORT}"
+    url: str = f"http://127.0.0.1:{LOCAL_HUB_PORTS[0]}"
 
     @property
     def api_url(self) -> str:
@@ -86,6 +97,16 @@ class RunningHub:
             timeout=kw.pop("timeout", 30),
             **kw,
         )
+
+    @staticmethod
+    def venv() -> Path:
+        return VENV_BIN.parent
+
+    @staticmethod
+    def artifacts() -> Path:
+        path = REPO / "test-artifacts"
+        path.mkdir(exist_ok=True)
+        return path
 
     def start(self, timeout: float = 60) -> None:
         token_file = self.state_dir / "admin-api-token"

@@ -10,12 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from factoryhub.local import accounting
 from factoryhub.local import slurm as local_slurm
 
 __all__ = ["SlurmOutage", "UnixUsers", "slurm", "slurm_outage", "unix_users"]
 
 TEST_GROUP = "factoryhub"
 TEST_PASSWORD = "fhtest-password"  # local test users on a throwaway machine
+TEST_ACCOUNT = "fhtest"  # Slurm account: the test users' default (associations are enforced)
 
 
 @pytest.fixture(scope="session")
@@ -58,12 +60,15 @@ def slurm_outage(slurm: dict[str, int | None]) -> Iterator[SlurmOutage]:
 class UnixUsers:
     """``unix_users(n)`` → n fresh test users (fhtest1, fhtest2, ...) in group factoryhub.
 
-    Users stay on the machine (re-created idempotently next session); their jobs are
-    cancelled when they are handed out and again at the end of the session.
+    Each user has a Slurm association with account ``fhtest`` as their default account (Slurm
+    enforces associations: without one a user cannot submit). Users stay on the machine
+    (re-created idempotently next session); their jobs are cancelled when they are handed out
+    and again at the end of the session.
     """
 
     group = TEST_GROUP
     password = TEST_PASSWORD
+    account = TEST_ACCOUNT
 
     def __init__(self) -> None:
         self._counter = itertools.count(1)
@@ -71,9 +76,11 @@ class UnixUsers:
 
     def __call__(self, n: int = 1) -> list[str]:
         names = []
+        accounting.ensure_account(self.account, "Integration tests")
         for _ in range(n):
             name = f"fhtest{next(self._counter)}"
             local_slurm.create_unix_user(name, self.password, groups=(self.group,))
+            accounting.ensure_user_in_account(name, self.account, default=True)
             local_slurm.cancel_user_jobs(name)
             self.created.append(name)
             names.append(name)

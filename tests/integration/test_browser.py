@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from .hub_fixtures import REPO, RunningHub
+from .idp_fixtures import TEST_PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.slurm]
 
@@ -74,3 +75,57 @@ def test_sign_in_choose_profile_and_land_in_jupyterlab(
     ).stdout.split()
     assert jobs == ["RUNNING", f"factoryhub-server-{user}", "3G"]
     hub.stop_server(user)
+
+
+def test_oidc_sign_in_through_the_provider_page_to_jupyterlab(
+    oidc_hub: RunningHub, browser: Browser
+) -> None:
+    """A member of two projects signs in on the provider's own page, sees exactly their
+    projects' profiles, starts under one project and lands in JupyterLab."""
+    user = "fhtest-oidc-two"
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(f"{oidc_hub.url}/hub/oauth_login?next=/hub/spawn")
+        page.wait_for_selector("form#login-form", timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "browser-idp-login.png"))
+        page.fill("#username", user)
+        page.fill("#password", TEST_PASSWORD)
+        page.click("#sign-in")
+        page.wait_for_selector("#factoryhub-form", timeout=30_000)
+        options = page.locator("#fh-project option")
+        assert sorted(options.all_inner_texts()) == [
+            "ACME AI (startup) (account acme-ai)",
+            "FH Test Lab (account fhtest-lab)",
+        ]
+        page.select_option("#fh-project", "fhtest-lab")
+        visible = [
+            card.get_attribute("data-profile")
+            for card in page.locator(".fh-profile").all()
+            if card.is_visible()
+        ]
+        assert visible == ["cpu-small"]
+        page.select_option("#fh-project", "acme-ai")
+        visible = [
+            card.get_attribute("data-profile")
+            for card in page.locator(".fh-profile").all()
+            if card.is_visible()
+        ]
+        # gpu-1 belongs to acme-ai but is reserved for the group gpu-users
+        assert visible == ["cpu-small", "cpu-large"]
+        page.select_option("#fh-project", "fhtest-lab")
+        page.screenshot(path=str(ARTIFACTS / "browser-oidc-spawn-form.png"), full_page=True)
+        page.click("#spawn_form button[type=submit]")
+        page.wait_for_selector(".jp-Launcher", timeout=120_000)
+        shot = ARTIFACTS / "browser-oidc-jupyterlab.png"
+        page.screenshot(path=str(shot))
+        assert shot.stat().st_size > 10_000
+    finally:
+        page.close()
+    jobs = subprocess.run(
+        ["squeue", "--noheader", f"--user={user}", "--format=%T %a"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert jobs == ["RUNNING", "fhtest-lab"]
+    oidc_hub.stop_server(user)

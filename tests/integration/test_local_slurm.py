@@ -43,9 +43,9 @@ def wait_state(job_id: str, wanted: set[str], timeout: float = 60) -> str:
     raise AssertionError(f"job {job_id} is {state or 'unknown'}, not {wanted} after {timeout}s")
 
 
-def test_status_reports_all_three_daemons_running(slurm: dict[str, int | None]) -> None:
+def test_status_reports_all_daemons_running(slurm: dict[str, int | None]) -> None:
     status = local_slurm.status()
-    assert set(status) == {"munged", "slurmctld", "slurmd"}
+    assert set(status) == {"munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd"}
     for name, pid in status.items():
         assert pid is not None, f"{name} is not running"
         assert Path(f"/proc/{pid}/comm").read_text().strip() == name
@@ -108,3 +108,48 @@ def test_rendered_config_is_the_single_node_loopback_cluster(slurm: dict[str, in
         assert "OverSubscribe=YES" in line and "MaxTime=INFINITE" in line
     assert "PartitionName=interactive Nodes=" in conf and "Default=YES" in conf
     assert Path("/etc/slurm/slurm.conf").read_text() == conf
+    for line in (
+        "AccountingStorageType=accounting_storage/slurmdbd",
+        "AccountingStorageHost=127.0.0.1",
+        "AccountingStoragePort=6819",
+        "AccountingStorageEnforce=associations,limits,qos",
+        "JobAcctGatherType=jobacct_gather/linux",
+        "SchedulerParameters=batch_sched_delay=0",
+    ):
+        assert line in conf.splitlines()
+
+
+def test_accounting_runs_on_loopback_with_a_private_database(slurm: dict[str, int | None]) -> None:
+    dbd_conf = local_slurm.SLURMDBD_CONF
+    st = dbd_conf.stat()
+    assert st.st_mode & 0o777 == 0o600 and pwd.getpwuid(st.st_uid).pw_name == "slurm"
+    text = dbd_conf.read_text()
+    assert "DbdAddr=127.0.0.1" in text and "StoragePort=3307" in text
+    assert f"StoragePass={local_slurm.dbd_password()}" in text
+    assert local_slurm.DBD_PASSWORD_FILE.stat().st_mode & 0o777 == 0o600
+    mariadbd = local_slurm.status()["mariadbd"]
+    assert mariadbd is not None
+    cmdline = Path(f"/proc/{mariadbd}/cmdline").read_bytes().split(b"\0")
+    assert b"--bind-address=127.0.0.1" in cmdline and b"--port=3307" in cmdline
+    assert pwd.getpwuid(Path(f"/proc/{mariadbd}").stat().st_uid).pw_name == "mysql"
+    listening = Path("/proc/net/tcp").read_text()
+    assert "0100007F:0CEB" in listening  # MariaDB on 127.0.0.1:3307 only, never wider
+    assert "00000000:0CEB" not in listening
+    # slurmdbd, like slurmctld and slurmd, has no bind-address setting in Slurm 22.05: it
+    # listens on every interface (DbdAddr only names where clients reach it); munge guards it.
+    assert ":1AA3" in listening
+
+
+def test_changed_accounting_config_restarts_the_controller(slurm: dict[str, int | None]) -> None:
+    """A slurm.conf that differs from the rendered one (as after an upgrade of this code) makes
+    up() restart slurmctld and slurmd: accounting settings are not taken by a reconfigure."""
+    before = local_slurm.status()
+    conf = local_slurm.SLURM_CONF
+    conf.write_text(conf.read_text().replace("AccountingStorageEnforce=", "#Enforce="))
+    started = local_slurm.up(verify=True)
+    assert set(started) == {"slurmctld", "slurmd"}
+    after = local_slurm.status()
+    assert after["slurmctld"] != before["slurmctld"]
+    for name in ("munged", "mariadbd", "slurmdbd"):
+        assert after[name] == before[name]
+    assert conf.read_text() == local_slurm.render_conf()
