@@ -93,7 +93,7 @@ def test_oidc_sign_in_through_the_provider_page_to_jupyterlab(
         page.click("#sign-in")
         page.wait_for_selector("#factoryhub-form", timeout=30_000)
         options = page.locator("#fh-project option")
-        assert sorted(options.all_inner_texts()) == [
+        assert sorted(t.strip() for t in options.all_inner_texts()) == [
             "ACME AI (startup) (account acme-ai)",
             "FH Test Lab (account fhtest-lab)",
         ]
