@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from .hub_fixtures import REPO, RunningHub
 from .idp_fixtures import TEST_PASSWORD
@@ -77,6 +77,14 @@ def test_sign_in_choose_profile_and_land_in_jupyterlab(
     hub.stop_server(user)
 
 
+def visible_profiles(page: Page) -> list[str | None]:
+    return [
+        card.get_attribute("data-profile")
+        for card in page.locator(".fh-profile").all()
+        if card.is_visible()
+    ]
+
+
 def test_oidc_sign_in_through_the_provider_page_to_jupyterlab(
     oidc_hub: RunningHub, browser: Browser
 ) -> None:
@@ -98,18 +106,10 @@ def test_oidc_sign_in_through_the_provider_page_to_jupyterlab(
             "FH Test Lab (account fhtest-lab)",
         ]
         page.select_option("#fh-project", "fhtest-lab")
-        visible = [
-            card.get_attribute("data-profile")
-            for card in page.locator(".fh-profile").all()
-            if card.is_visible()
-        ]
+        visible = visible_profiles(page)
         assert visible == ["cpu-small"]
         page.select_option("#fh-project", "acme-ai")
-        visible = [
-            card.get_attribute("data-profile")
-            for card in page.locator(".fh-profile").all()
-            if card.is_visible()
-        ]
+        visible = visible_profiles(page)
         # gpu-1 belongs to acme-ai but is reserved for the group gpu-users
         assert visible == ["cpu-small", "cpu-large"]
         page.select_option("#fh-project", "fhtest-lab")
