@@ -7,16 +7,22 @@ that ``jupyterhub_config.py`` merges into ``c``. Config only sets, never mutates
 
 from __future__ import annotations
 
+import hashlib
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .home import factoryhub_job
+from .services import idle_culler_settings, merge_settings
 from .site import OidcAuth, Site
 
 OPERATOR_SERVICE = "factoryhub-operator"
 
 
-def hub_settings(site: Site, environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+def hub_settings(
+    site: Site, environ: Mapping[str, str], python: str = sys.executable
+) -> dict[str, dict[str, Any]]:
     state = Path(site.hub.state_dir)
     settings: dict[str, dict[str, Any]] = {
         "JupyterHub": {
@@ -27,6 +33,9 @@ def hub_settings(site: Site, environ: Mapping[str, str]) -> dict[str, dict[str, 
             "cleanup_servers": not site.hub.keep_servers_on_restart,
             "spawner_class": "factoryhub.spawners.spawner.FactorySlurmSpawner",
             "authenticator_class": "pam",
+            # The home page shows each server's Slurm job (hub/templates/home.html).
+            "template_paths": [str(Path(__file__).parent / "templates")],
+            "template_vars": {"factoryhub_job": factoryhub_job},
         },
         "ConfigurableHTTPProxy": {
             "api_url": site.hub.proxy_api_url,
@@ -39,6 +48,9 @@ def hub_settings(site: Site, environ: Mapping[str, str]) -> dict[str, dict[str, 
             "log_dir": site.spawner.log_dir,
             "job_name_prefix": site.slurm.job_name_prefix,
             "start_timeout": site.spawner.start_timeout,
+            "hub_tag": hub_tag(site),
+            "slurm_poll_interval": site.slurm.poll_interval,
+            "orphan_grace": float(site.slurm.orphan_grace),
         },
     }
     proxy_cmd = environ.get("FACTORYHUB_PROXY_CMD")
@@ -78,7 +90,17 @@ def hub_settings(site: Site, environ: Mapping[str, str]) -> dict[str, dict[str, 
                 "services": [OPERATOR_SERVICE],
             }
         ]
+    if site.idle_culler.enabled:
+        # appended to the operator's service and role above, never replacing them
+        merge_settings(settings, idle_culler_settings(site, python))
     return settings
+
+
+def hub_tag(site: Site) -> str:
+    """Marks this hub's Slurm jobs: the job name prefix and a digest of where the hub lives,
+    so two hubs on one cluster never take each other's jobs for orphans."""
+    digest = hashlib.sha256(f"{site.hub.public_url}|{site.hub.state_dir}".encode()).hexdigest()
+    return f"{site.slurm.job_name_prefix}:{digest[:12]}"
 
 
 class SecretMissing(ValueError):

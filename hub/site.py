@@ -44,6 +44,7 @@ from .site_checks import (
 from .site_model import (
     AuthSettings,
     HubSettings,
+    IdleCuller,
     IntRange,
     LocalAuth,
     OidcAuth,
@@ -59,6 +60,7 @@ from .site_model import (
 __all__ = [
     "AuthSettings",
     "HubSettings",
+    "IdleCuller",
     "IntRange",
     "LocalAuth",
     "OidcAuth",
@@ -163,6 +165,7 @@ def _range(d: Mapping[str, Any]) -> IntRange:
 def _build(d: dict[str, Any]) -> Site:
     hub, auth, slurm, spawner = d["hub"], d["auth"], d["slurm"], d["spawner"]
     local = auth.get("local")
+    culler = d["idle_culler"]
     return Site(
         hub=HubSettings(
             public_url=hub["public_url"],
@@ -191,6 +194,8 @@ def _build(d: dict[str, Any]) -> Site:
                 Partition(name=p["name"], description=p["description"]) for p in slurm["partitions"]
             ),
             manage_associations=slurm["manage_associations"],
+            poll_interval=float(slurm["poll_interval"]),
+            orphan_grace=int(slurm["orphan_grace"]),
         ),
         spawner=SpawnerSettings(
             python_env=spawner["python_env"],
@@ -226,6 +231,11 @@ def _build(d: dict[str, Any]) -> Site:
                 max_gpus_per_user=p["limits"].get("max_gpus_per_user"),
             )
             for p in d["projects"]
+        ),
+        idle_culler=IdleCuller(
+            enabled=bool(culler["enabled"]),
+            timeout=int(culler["timeout"]),
+            every=int(culler["every"]),
         ),
     )
 

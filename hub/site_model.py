@@ -107,6 +107,8 @@ class SlurmSettings:
     job_name_prefix: str
     partitions: tuple[Partition, ...]
     manage_associations: bool = False
+    poll_interval: float = 1.0
+    orphan_grace: int = 120
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,15 @@ class Profile:
 
 
 @dataclass(frozen=True)
+class IdleCuller:
+    """jupyterhub-idle-culler: stop servers idle for ``timeout`` seconds, checked ``every`` s."""
+
+    enabled: bool = True
+    timeout: int = 3600
+    every: int = 300
+
+
+@dataclass(frozen=True)
 class Site:
     hub: HubSettings
     auth: AuthSettings
@@ -171,6 +182,7 @@ class Site:
     # The site file as a plain dict, with the defaults of omitted keys filled in.
     raw: dict[str, Any]
     projects: tuple[Project, ...] = ()
+    idle_culler: IdleCuller = IdleCuller()
 
     def profile(self, name: str) -> Profile:
         """The profile called ``name`` (KeyError if there is none)."""

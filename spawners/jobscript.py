@@ -49,4 +49,5 @@ def render_job_script(
     context = dict(subvars)
     context["cmd"] = " ".join(shlex.quote(str(part)) for part in command)
     context.setdefault("extra_options", ())
+    context.setdefault("comment", "")
     return _environment().get_template(template).render(**context)

@@ -12,9 +12,11 @@ import asyncio
 import json
 import os
 import urllib.request
+from datetime import UTC, datetime
 from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.ioloop import PeriodicCallback
 
 READY_PATH = "factoryhub/server-ready"
 
@@ -23,8 +25,30 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "factoryhub.spawners.server_ready"}]
 
 
+BUSY_SETTING = "factoryhub_busy_kernel_last_activity"
+
+
+def mark_busy_kernels(serverapp: Any) -> bool:
+    """While a kernel is busy, the server is active: Jupyter counts activity only when a
+    kernel sends a message, so a silent long-running cell (training, a big query) would
+    otherwise look idle and be culled. True when a kernel was busy."""
+    manager = serverapp.kernel_manager
+    for kernel_id in list(manager.list_kernel_ids()):
+        try:
+            state = manager.get_kernel(kernel_id).execution_state
+        except KeyError:
+            continue
+        if state == "busy":
+            # Jupyter Server counts every setting named *_last_activity as activity.
+            serverapp.web_app.settings[BUSY_SETTING] = datetime.now(UTC)
+            return True
+    return False
+
+
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     serverapp.log.info("factoryhub: will report this server to the hub once it listens")
+    interval_s = float(os.environ.get("FACTORYHUB_BUSY_CHECK_INTERVAL", "10"))
+    PeriodicCallback(lambda: mark_busy_kernels(serverapp), interval_s * 1000).start()
 
 
 def _post_now(url: str, body: str, headers: dict[str, str]) -> None:

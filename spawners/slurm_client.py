@@ -34,7 +34,7 @@ _UNAVAILABLE = re.compile(
 )
 _INVALID_JOB = re.compile(r"Invalid job id specified", re.IGNORECASE)
 
-_FIELDS = ("%i", "%T", "%r", "%N", "%S", "%e", "%j", "%u", "%P")
+_FIELDS = ("%i", "%T", "%r", "%N", "%S", "%e", "%j", "%u", "%P", "%k", "%V")
 _SEP = "\x1f"  # unit separator: never part of a Slurm field
 
 
@@ -59,6 +59,8 @@ class JobInfo:
     name: str = ""
     user: str = ""
     partition: str = ""
+    comment: str = ""
+    submit_time: str = ""
 
     @property
     def pending(self) -> bool:
@@ -77,7 +79,9 @@ class JobInfo:
     def parse(cls, line: str) -> JobInfo:
         parts = [p.strip() for p in line.split(_SEP)]
         parts += [""] * (len(_FIELDS) - len(parts))
-        job_id, state, reason, nodes, start, end, name, user, partition = parts[: len(_FIELDS)]
+        job_id, state, reason, nodes, start, end, name, user, partition, comment, submit = parts[
+            : len(_FIELDS)
+        ]
         clean = {"N/A", "None", "(null)", "Unknown"}
         return cls(
             job_id=job_id,
@@ -89,6 +93,8 @@ class JobInfo:
             name=name,
             user=user,
             partition=partition,
+            comment="" if comment in clean else comment,
+            submit_time="" if submit in clean else submit,
         )
 
 
@@ -200,9 +206,12 @@ class LocalSlurmClient:
         jobs = (JobInfo.parse(ln) for ln in result.stdout.splitlines() if ln.strip())
         return {j.job_id: j for j in jobs if j.job_id in ids}
 
-    async def jobs_named(self, prefix: str) -> list[JobInfo]:
-        """Active jobs whose name starts with ``prefix`` (for finding orphans)."""
+    async def jobs_named(self, prefix: str, states: str = "") -> list[JobInfo]:
+        """Jobs whose name starts with ``prefix``: active ones, or those in ``states``
+        (``"all"``: ended ones too, while Slurm still lists them). One ``squeue`` call."""
         argv = ["squeue", "--noheader", f"--format={_SEP.join(_FIELDS)}"]
+        if states:
+            argv.append(f"--states={states}")
         result = await self._run(argv)
         self._raise_for(result, "the queue query")
         jobs = (JobInfo.parse(ln) for ln in result.stdout.splitlines() if ln.strip())

@@ -19,6 +19,7 @@ import asyncio
 import grp
 import os
 import pwd
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,13 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from tornado import web
 from traitlets import Dict, Float, Instance, List, Unicode, default
 
-from . import ready_api  # noqa: F401 - registers the server-ready API route
+from . import (
+    metrics,
+    ready_api,  # noqa: F401 - registers the server-ready API route
+)
 from .jobscript import render_job_script
 from .options import JobRequest, OptionsError, validate_options
+from .poller import SlurmPoller, end_message, shared_poller
 from .profiles import Profile, load_profiles, profiles_for
 from .progress import describe
 from .projects import Project, Usage, load_projects, projects_for
@@ -98,16 +103,27 @@ class FactorySlurmSpawner(SlurmSpawner):
         help="Seconds a Slurm command may take before Slurm is taken as not answering.",
     ).tag(config=True)
 
-    startup_poll_interval = Float(
-        1.0,
-        help="Seconds between queue queries while a server starts (readiness itself is pushed).",
+    hub_tag = Unicode(
+        help="Marks this hub's jobs (their --comment), so its poller can tell its orphans "
+        "from other hubs' jobs on the same cluster. Default: '<job_name_prefix>:hub'.",
     ).tag(config=True)
 
-    reap_window = Float(
-        900.0,
-        help="After a submission Slurm did not answer, how long to keep looking for "
-        "the job it may have created anyway, to cancel it.",
+    @default("hub_tag")
+    def _default_hub_tag(self) -> str:
+        return f"{self.job_name_prefix}:hub"
+
+    slurm_poll_interval = Float(
+        1.0,
+        help="Seconds between the shared poller's queries (one squeue for all servers).",
     ).tag(config=True)
+
+    orphan_grace = Float(
+        120.0,
+        help="Seconds a job of this hub that no server owns may live before it is cancelled "
+        "(and how long after the hub starts before orphans are looked for).",
+    ).tag(config=True)
+
+    last_end_message = ""
 
     # Not batchspawner's `srun` prefix: the server is the batch step itself (one
     # step less to launch), started with `exec` so it receives Slurm's signals.
@@ -244,6 +260,7 @@ class FactorySlurmSpawner(SlurmSpawner):
             log_dir=self.job_log_dir,
             profile=self.job_request.profile if self.job_request else "",
             extra_options=list(self.extra_sbatch_options),
+            comment=self.hub_tag,
         )
         return render_job_script(subvars, self.singleuser_command())
 
@@ -279,17 +296,42 @@ class FactorySlurmSpawner(SlurmSpawner):
             return f"(no log at {path})"
         return f"Last lines of {path}:\n" + "\n".join(text)
 
+    @property
+    def poller(self) -> SlurmPoller:
+        """This hub's shared poller (one Slurm query per interval for all servers)."""
+        return shared_poller(
+            self.hub_tag,
+            lambda: SlurmPoller(
+                self.slurm,
+                name_prefix=f"{self.job_name_prefix}-",
+                tag=self.hub_tag,
+                interval=self.slurm_poll_interval,
+                orphan_grace=self.orphan_grace,
+            ),
+        )
+
+    async def _job_ended(self, job: JobInfo | None) -> None:
+        """Called by the poller once Slurm has twice said the job is over."""
+        job_id = self.job_id
+        self.last_end_message = end_message(job_id, job)
+        if self._spawn_pending:
+            self._ready_event.set()  # start() sees the end and reports it
+            return
+        self.log.warning("Server %s: %s", self._log_name, self.last_end_message)
+        await self.poll_and_notify()
+
     async def start(self) -> tuple[str, int]:
+        begun = time.monotonic()
         self._ready_event = asyncio.Event()
         self._ready_address: tuple[str, int] | None = None
         self.current_job: JobInfo | None = None
+        self.last_end_message = ""
         self.ip, self.port = "", 0
         if self.job_request is None:
             self._apply_user_options(self, self.user_options or {})
         try:
             await self.submit_batch_script()
         except SlurmUnavailable as e:
-            self._reap_later(name=self.job_name)
             raise web.HTTPError(
                 503,
                 "The cluster's scheduler (Slurm) did not answer, so your server was not "
@@ -297,34 +339,27 @@ class FactorySlurmSpawner(SlurmSpawner):
             ) from None
         except SlurmError as e:
             raise web.HTTPError(400, f"Slurm refused the job: {e}") from None
-
-        first = True
-        while True:
+        poller = self.poller
+        poller.watch(self.job_id, self._job_ended)
+        poller.poke()
+        while self._ready_address is None:
             try:
-                jobs = await self.slurm.query([self.job_id])
-            except SlurmUnavailable as e:
-                self.log.warning("Slurm did not answer about job %s: %s", self.job_id, e)
-            else:
-                job = jobs.get(self.job_id)
-                if job is None or not job.active:
-                    if self._ready_address is None:
-                        state = job.state.lower() if job else "gone from the queue"
-                        job_id = self.job_id
-                        tail = self._log_tail()
-                        self.clear_state()
-                        raise SlurmJobEnded(
-                            f"Job {job_id} ended ({state}) before JupyterLab answered.\n{tail}"
-                        )
-                self.current_job = job
-            if self._ready_address is not None:
-                break
-            try:
-                interval = 0.3 if first else self.startup_poll_interval
-                await asyncio.wait_for(self._ready_event.wait(), timeout=interval)
+                await asyncio.wait_for(self._ready_event.wait(), timeout=poller.interval)
             except TimeoutError:
                 pass
-            first = False
+            if poller.state(self.job_id) == "ended":
+                job = poller.ended_job(self.job_id)
+                what = job.state.lower() if job else "gone from the queue"
+                job_id, tail = self.job_id, self._log_tail()
+                self.clear_state()
+                raise SlurmJobEnded(
+                    f"Job {job_id} ended ({what}) before JupyterLab answered.\n{tail}"
+                )
+            self.current_job = poller.jobs.get(self.job_id, self.current_job)
         self.ip, self.port = self._ready_address
+        self.current_job = poller.jobs.get(self.job_id, self.current_job)
+        profile = self.job_request.profile if self.job_request else ""
+        metrics.SPAWN_SECONDS.labels(profile).observe(time.monotonic() - begun)
         self.log.info(
             "Job %s of %s serves at %s:%s", self.job_id, self._log_name, self.ip, self.port
         )
@@ -347,17 +382,27 @@ class FactorySlurmSpawner(SlurmSpawner):
 
     # ------------------------------------------------------------------ poll / stop
 
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self.last_end_message:  # kept after the server ended, for the home page
+            state["last_end_message"] = self.last_end_message
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.last_end_message = state.get("last_end_message", "")
+        if self.job_id:  # a server from before a hub restart: watch its job again
+            self.poller.watch(self.job_id, self._job_ended)
+
     async def poll(self) -> int | None:
+        """Read the shared poller: no Slurm query, no process. Unknown is not gone."""
         if not self.job_id:
             return 0 if not self.server else 1
-        try:
-            job = (await self.slurm.query([self.job_id])).get(self.job_id)
-        except SlurmUnavailable as e:
-            self.log.warning(
-                "Slurm did not answer; keeping %s (job %s): %s", self._log_name, self.job_id, e
-            )
-            return None
+        state = self.poller.state(self.job_id)
+        job = self.poller.jobs.get(self.job_id)
         if job is not None and job.active:
+            self.current_job = job
+        if state != "ended":
             return None
         self.clear_state()
         return 1
@@ -366,62 +411,21 @@ class FactorySlurmSpawner(SlurmSpawner):
         job_id = self.job_id
         if not job_id:
             return
+        poller = self.poller
+        poller.unwatch(job_id)
         try:
             await self.slurm.cancel(self.user.name, job_id)
         except SlurmUnavailable as e:
+            # Nobody owns the job now: the poller cancels it as an orphan once Slurm answers.
             self.log.error("Slurm did not answer cancelling job %s; will retry: %s", job_id, e)
-            self._reap_later(job_id=job_id)
+            poller.disown(job_id)
             return
         if now:
             return
         for _ in range(40):
-            try:
-                job = (await self.slurm.query([job_id])).get(job_id)
-            except SlurmUnavailable:
-                return  # cancelled; confirming it must wait for Slurm
+            poller.poke()
+            await asyncio.sleep(0.25)
+            job = poller.jobs.get(job_id)
             if job is None or not job.active:
                 return
-            await asyncio.sleep(0.25)
         self.log.warning("Job %s of %s did not end within 10 s of scancel", job_id, self._log_name)
-
-    # ------------------------------------------------------------------ no leftovers
-
-    def _reap_later(self, *, job_id: str = "", name: str = "") -> None:
-        """Cancel a job once Slurm answers again: a given id, or this user's jobs named
-        ``name`` (a submission that may have gone through although sbatch gave up)."""
-        task = asyncio.ensure_future(self._reap(job_id=job_id, name=name))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-
-    async def _reap(self, *, job_id: str, name: str) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.reap_window
-        delay = 2.0
-        username = self.user.name
-        while loop.time() < deadline:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
-            try:
-                if job_id:
-                    await self.slurm.cancel(username, job_id)
-                    self.log.info("Cancelled job %s of %s now that Slurm answers", job_id, username)
-                    return
-                mine = [
-                    j
-                    for j in await self.slurm.jobs_named(name)
-                    if j.name == name and j.user == username
-                ]
-            except SlurmUnavailable:
-                continue
-            for job in mine:
-                if job.job_id != self.job_id:
-                    await self.slurm.cancel(username, job.job_id)
-                    self.log.warning(
-                        "Cancelled job %s of %s: submitted while Slurm did not answer",
-                        job.job_id,
-                        username,
-                    )
-            return
-
-
-_background: set[asyncio.Future[Any]] = set()

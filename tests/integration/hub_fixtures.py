@@ -70,6 +70,9 @@ def write_site(
     site["auth"]["local"]["admin_users"] = []
     site["projects"] = []
     site["slurm"]["manage_associations"] = False
+    site["slurm"]["orphan_grace"] = 15  # the orphan tests wait for it
+    # the crash tests SIGKILL this hub; a culler service would outlive it
+    site["idle_culler"] = {"enabled": False}
     for key, value in overrides.items():
         site[key] = value
     path.write_text(yaml.safe_dump(site))

@@ -196,7 +196,8 @@ def test_unknown_top_level_key() -> None:
     data["hubb"] = {}
     err = errors_of(data)
     assert lines_of(err) == [
-        'factory.yaml: unknown key "hubb" (allowed: hub, auth, slurm, spawner, profiles, projects)'
+        'factory.yaml: unknown key "hubb" '
+        "(allowed: hub, auth, slurm, spawner, profiles, projects, idle_culler)"
     ]
 
 

@@ -1,0 +1,100 @@
+"""Hub-managed services: the idle culler.
+
+``idle_culler_settings`` returns the JupyterHub config fragment that runs
+jupyterhub-idle-culler as a service of the hub (the hub starts it, hands it an API
+token and stops it): the service, a role with only the scopes the culler needs, and
+the single-user servers' activity interval. Culling stops a server through the hub's
+API; the spawner then cancels its Slurm job, as on every stop. Users are never culled.
+
+``merge_settings`` merges such a fragment into ``hub_settings``' result, extending the
+lists (``services``, ``load_roles``) and dicts already there instead of replacing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .site_model import Site
+
+IDLE_CULLER_SERVICE = "idle-culler"
+IDLE_CULLER_ROLE = "idle-culler"
+# What jupyterhub-idle-culler 2.x needs (its README, "Permissions"), nothing more:
+# admin:users would only be needed for --cull-users, which factoryhub does not use.
+IDLE_CULLER_SCOPES = (
+    "list:users",
+    "read:users:activity",
+    "read:servers",
+    "delete:servers",
+)
+# JupyterHub's single-user server reports its activity to the hub every
+# $JUPYTERHUB_ACTIVITY_INTERVAL seconds (300 when unset). A server in use must report
+# well within the timeout, or the culler takes it for idle.
+DEFAULT_ACTIVITY_INTERVAL = 300
+MIN_ACTIVITY_INTERVAL = 10
+
+
+def activity_interval(timeout: int) -> int:
+    """Seconds between a server's activity reports: a quarter of the timeout, 10 to 300."""
+    return max(MIN_ACTIVITY_INTERVAL, min(DEFAULT_ACTIVITY_INTERVAL, timeout // 4))
+
+
+def idle_culler_settings(site: Site, python: str) -> dict[str, dict[str, Any]]:
+    """The config fragment that runs jupyterhub-idle-culler with ``python`` (the hub's own)."""
+    culler = site.idle_culler
+    return {
+        "JupyterHub": {
+            "services": [
+                {
+                    "name": IDLE_CULLER_SERVICE,
+                    "command": [
+                        python,
+                        "-m",
+                        "jupyterhub_idle_culler",
+                        f"--timeout={culler.timeout}",
+                        f"--cull-every={culler.every}",
+                        # no config file: the culler would otherwise run an
+                        # idle_culler_config.py found in its working directory
+                        "--config=",
+                    ],
+                    # the hub's own state directory (root-only), not wherever the hub started
+                    "cwd": site.hub.state_dir,
+                }
+            ],
+            "load_roles": [
+                {
+                    "name": IDLE_CULLER_ROLE,
+                    "description": "Stop users' idle servers (jupyterhub-idle-culler)",
+                    "scopes": list(IDLE_CULLER_SCOPES),
+                    "services": [IDLE_CULLER_SERVICE],
+                }
+            ],
+        },
+        "Spawner": {
+            "environment": {
+                "JUPYTERHUB_ACTIVITY_INTERVAL": str(activity_interval(culler.timeout)),
+            },
+        },
+    }
+
+
+def merge_settings(
+    settings: dict[str, dict[str, Any]], fragment: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Merge ``fragment`` into ``settings`` (changed and returned): per trait, lists are
+    extended and dicts updated, other values set. ``settings`` owns new lists and dicts."""
+    for section, traits in fragment.items():
+        target = settings.setdefault(section, {})
+        for name, value in traits.items():
+            have = target.get(name)
+            if isinstance(have, list) and isinstance(value, list):
+                target[name] = [*have, *value]
+            elif isinstance(have, dict) and isinstance(value, Mapping):
+                target[name] = {**have, **value}
+            elif isinstance(value, list):
+                target[name] = list(value)
+            elif isinstance(value, Mapping):
+                target[name] = dict(value)
+            else:
+                target[name] = value
+    return settings

@@ -1,0 +1,76 @@
+"""The hub home page shows the Slurm job behind the user's server (real hub, real Slurm)."""
+
+from __future__ import annotations
+
+import html
+import re
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from .hub_fixtures import RunningHub
+from .test_form import signed_in
+
+pytestmark = pytest.mark.slurm
+
+
+def squeue_field(user: str, field: str) -> str:
+    return subprocess.run(
+        ["squeue", "--noheader", f"--user={user}", f"--format={field}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def job_card(page: str) -> str:
+    """The default server's job card of the home page, its tags stripped."""
+    match = re.search(
+        r'<section class="card mb-3 factoryhub-job"\s+data-server-name=""(.*?)</section>',
+        page,
+        re.S,
+    )
+    assert match, page[-3000:]
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", match.group(1))))
+
+
+def test_home_page_shows_the_servers_slurm_job(hub: RunningHub, unix_users: Any) -> None:
+    (user,) = unix_users(1)
+    client = signed_in(hub, user, unix_users.password)
+    spawned = False
+    try:
+        before = client.get("/hub/home")
+        assert before.status_code == 200, before.text[:500]
+        assert 'id="start"' in before.text
+        assert 'id="factoryhub-jobs"' not in before.text  # no server, nothing to show
+
+        r = hub.spawn(user, {"profile": "cpu-small", "walltime": "01:30:00"})
+        assert r.status_code in (201, 202), r.text
+        spawned = True
+        hub.wait_ready(user)
+
+        job_id = squeue_field(user, "%i")
+        node = squeue_field(user, "%N")
+        assert job_id and node, (job_id, node)
+        page = client.get("/hub/home")
+        assert page.status_code == 200
+        # the stock page is still there: its stop and start buttons, its script
+        assert 'id="stop"' in page.text and 'id="start"' in page.text
+        assert 'require(["home"])' in page.text
+        card = job_card(page.text)
+        assert f"Job {job_id} running" in card, card
+        assert f"Node {node}" in card, card
+        assert "Profile Small CPU ( cpu-small )" in card, card
+        # 01:30:00 asked for: the end is about 1 h 29 min away
+        assert re.search(r"Walltime ends \S+ \(1 h 2\d min left\)", card), card
+    finally:
+        client.close()
+        if spawned:
+            hub.stop_server(user)
+    if spawned:  # the job goes (it may be listed as completing for a moment)
+        deadline = time.monotonic() + 30
+        while squeue_field(user, "%i") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert squeue_field(user, "%i") == ""
