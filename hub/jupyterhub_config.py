@@ -11,6 +11,7 @@ from traitlets.config import Config
 
 from factoryhub.hub.hub_config import SecretMissing, hub_settings
 from factoryhub.hub.site import SiteError, example_site_path, load_site
+from factoryhub.spawners.poller import start_with_hub
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821
 
@@ -25,7 +26,19 @@ except SiteError as _error:
     sys.exit(2)
 
 try:
-    c.merge(Config(hub_settings(_site, os.environ)))
+    _settings = hub_settings(_site, os.environ)
+    c.merge(Config(_settings))
 except SecretMissing as _error:
     print(f"factoryhub: the hub will not start.\n{_site_path}: {_error}", file=sys.stderr)
     sys.exit(2)
+
+# The one thing this file starts rather than sets: the shared Slurm poller must run from
+# the hub's start (orphans of a crashed hub have no server to wake it).
+_spawner = _settings["FactorySlurmSpawner"]
+start_with_hub(
+    tag=_spawner["hub_tag"],
+    name_prefix=f"{_spawner['job_name_prefix']}-",
+    interval=_spawner["slurm_poll_interval"],
+    orphan_grace=_spawner["orphan_grace"],
+    user_prefix=["runuser", "-u", "{username}", "--"],
+)

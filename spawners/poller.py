@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from tornado.ioloop import IOLoop
+
 from . import metrics
 from .slurm_client import JobInfo, LocalSlurmClient, SlurmError, SlurmUnavailable
 
@@ -76,7 +78,7 @@ class SlurmPoller:
         self.interval = interval
         self.confirm_delay = confirm_delay
         self.orphan_grace = orphan_grace
-        self.orphan_every = orphan_every
+        self.orphan_every = min(orphan_every, orphan_grace)
         self.jobs: dict[str, JobInfo] = {}
         self.answered_at: float | None = None  # monotonic time of the last answer
         self.failing_since: float | None = None
@@ -165,7 +167,8 @@ class SlurmPoller:
         self.answered_at = time.monotonic()
         self._count_states()
         await self._conclude()
-        if self.answered_at - self._last_orphan_check >= self.orphan_every:
+        settled = self.answered_at - self._started_at >= self.orphan_grace
+        if settled and self.answered_at - self._last_orphan_check >= self.orphan_every:
             self._last_orphan_check = self.answered_at
             await self._reap_orphans()
 
@@ -209,8 +212,8 @@ class SlurmPoller:
         return (datetime.now() - submitted).total_seconds()
 
     async def _reap_orphans(self) -> None:
-        if time.monotonic() - self._started_at < self.orphan_grace:
-            return  # the hub may still be loading the servers it owns
+        """Cancel this hub's jobs that no server owns (only once the hub has been up for the
+        grace period: before that it may still be loading the servers it owns)."""
         for job in self.jobs.values():
             if (
                 job.comment == self.tag
@@ -235,6 +238,28 @@ class SlurmPoller:
 
 
 _pollers: dict[str, SlurmPoller] = {}
+
+
+def start_with_hub(
+    *, tag: str, name_prefix: str, interval: float, orphan_grace: float, user_prefix: list[str]
+) -> None:
+    """Run this hub's poller from the hub's start, not only once a spawner needs it: after a
+    crash no server may own a job at all, and its orphans must still be found. Called from
+    ``jupyterhub_config.py``; the poller starts when the hub's event loop runs."""
+
+    def start() -> None:
+        shared_poller(
+            tag,
+            lambda: SlurmPoller(
+                LocalSlurmClient(user_prefix),
+                name_prefix=name_prefix,
+                tag=tag,
+                interval=interval,
+                orphan_grace=orphan_grace,
+            ),
+        )
+
+    IOLoop.current().add_callback(start)
 
 
 def shared_poller(tag: str, factory: Callable[[], SlurmPoller]) -> SlurmPoller:
