@@ -85,6 +85,7 @@ def hub_settings(
                     "tokens",
                     "access:servers",
                     "read:hub",
+                    "read:metrics",
                     "proxy",
                 ],
                 "services": [OPERATOR_SERVICE],

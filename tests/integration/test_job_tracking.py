@@ -168,6 +168,27 @@ def test_the_poller_is_one_query_for_all_servers(hub: RunningHub, unix_users: An
             wait_no_jobs(user)
 
 
+def test_the_metrics_report_the_poller_and_spawns(hub: RunningHub, unix_users: Any) -> None:
+    (user,) = unix_users(1)
+    assert hub.spawn(user).status_code in (201, 202)
+    hub.wait_ready(user)
+    try:
+        with hub.client() as c:
+            text = c.get("/hub/metrics").text
+    finally:
+        hub.stop_server(user)
+        wait_no_jobs(user)
+    samples = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line.startswith("factoryhub_")
+    }
+    assert samples["factoryhub_slurm_poller_queries_total"] > 0
+    assert "factoryhub_slurm_poller_query_seconds_count" in samples
+    assert samples['factoryhub_servers{state="running"}'] >= 1
+    assert samples['factoryhub_spawn_seconds_count{profile="cpu-small"}'] >= 1
+
+
 def squeue_children_of(hub: RunningHub, seconds: float) -> int:
     """How many squeue processes the hub started in ``seconds`` (sampled every 20 ms)."""
     assert hub.proc is not None
