@@ -630,6 +630,9 @@ def phase_load(
         "all_rpcs_per_minute_net_of_background": net_of(rates, background, "all_rpcs_per_minute"),
         "hub_processes_per_minute": procs["per_minute"],
         "hub_processes_by_name_per_minute": procs["by_name_per_minute"],
+        # Each squeue the hub runs is one job-table query (REQUEST_JOB_INFO for
+        # factoryhub's, REQUEST_JOB_INFO_SINGLE for stock's `squeue -j`): the hub's own
+        # share of the job-info RPCs, free of other clients of the controller.
         "hub_squeue_per_minute": procs["by_name_per_minute"].get("squeue", 0.0),
         "hub_processes_method": (
             "process-event connector (every fork)" if exact is not None else "20 ms /proc sampling"

@@ -49,46 +49,18 @@ def test_scancel_removes_the_server_from_the_api_and_the_routes(
     wait_no_jobs(user)
 
 
+def sbatch_sleep(user: str, comment: str) -> str:
+    """A job as a factoryhub server job would look, submitted behind the hub's back."""
+    argv = ["runuser", "-u", user, "--", "sbatch", "--parsable", "--output=/dev/null"]
+    argv += [f"--job-name=factoryhub-server-{user}", f"--comment={comment}", "--wrap", "sleep 600"]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def test_an_orphan_job_of_this_hub_is_cancelled(hub: RunningHub, unix_users: Any) -> None:
     (user,) = unix_users(1)
     tag = hub_tag(load_site(hub.site_file))
-    out = subprocess.run(
-        [
-            "runuser",
-            "-u",
-            user,
-            "--",
-            "sbatch",
-            "--parsable",
-            f"--job-name=factoryhub-server-{user}",
-            f"--comment={tag}",
-            "--output=/dev/null",
-            "--wrap",
-            "sleep 600",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    # another hub's job with the same name is left alone
-    other = subprocess.run(
-        [
-            "runuser",
-            "-u",
-            user,
-            "--",
-            "sbatch",
-            "--parsable",
-            f"--job-name=factoryhub-server-{user}",
-            "--comment=factoryhub:another-hub",
-            "--output=/dev/null",
-            "--wrap",
-            "sleep 600",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    out = sbatch_sleep(user, comment=tag)
+    other = sbatch_sleep(user, comment="factoryhub:another-hub")  # another hub's: left alone
     try:
         grace = load_site(hub.site_file).slurm.orphan_grace
         wait_until(lambda: out not in " ".join(jobs_of(user)), timeout=grace * 3 + 30, step=1)
