@@ -351,6 +351,12 @@ def factoryhub_hub(state_dir: Path, token_file: Path, token: str) -> Hub:
     )
     site["spawner"]["python_env"] = str(VENV)
     site["auth"]["local"]["admin_users"] = []
+    # Spawned through the API for benchmark users who are in no project: local sign-in,
+    # no projects, so the spawns are measured, not refused.
+    site["auth"]["type"] = "local"
+    site["projects"] = []
+    site["slurm"]["manage_associations"] = False
+    site["idle_culler"] = {"enabled": False}
     site_file = state_dir / "factory.yaml"
     site_file.write_text(yaml.safe_dump(site))
     return Hub(
