@@ -2,26 +2,32 @@
 
 Replaces batchspawner's ``/hub/api/batchspawner`` handler, which sets *any*
 attribute the request names on the spawner (``exec_prefix`` included, a command the
-hub runs as root). Here the server may report exactly two things, a validated IP
-address and port, and only for the spawner that owns the token it authenticates with.
+hub runs as root). Here the server may report exactly a validated IP address and port
+(and, for the progress messages, the name of the node it runs on), and only for the
+spawner that owns the token it authenticates with.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from typing import Any
 
 from jupyterhub.apihandlers import APIHandler, default_handlers
 from tornado import web
 
 READY_ROUTE = r"/api/factoryhub/server-ready"
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
-def parse_address(body: Any) -> tuple[str, int]:
-    """Validate ``{"ip": ..., "port": ...}``; raise ValueError with the reason."""
-    if not isinstance(body, dict) or set(body) != {"ip", "port"}:
-        raise ValueError('expected exactly {"ip": ..., "port": ...}')
+def parse_address(body: Any) -> tuple[str, int, str]:
+    """Validate ``{"ip": ..., "port": ..., "node": ...}`` (node optional); raise ValueError."""
+    if not isinstance(body, dict) or not {"ip", "port"} <= set(body) <= {"ip", "port", "node"}:
+        raise ValueError('expected {"ip": ..., "port": ...} and optionally "node"')
+    node = body.get("node", "")
+    if not isinstance(node, str) or (node and not NODE_NAME.fullmatch(node)):
+        raise ValueError("node must be a host name")
     ip, port = body["ip"], body["port"]
     if not isinstance(ip, str):
         raise ValueError("ip must be a string")
@@ -30,7 +36,7 @@ def parse_address(body: Any) -> tuple[str, int]:
         raise ValueError(f"ip {ip} is not an address the hub can reach")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ValueError("port must be an integer between 1 and 65535")
-    return str(address), port
+    return str(address), port, node
 
 
 class ServerReadyHandler(APIHandler):
@@ -51,10 +57,10 @@ class ServerReadyHandler(APIHandler):
         if spawner is None or not hasattr(spawner, "report_ready"):
             raise web.HTTPError(403, "this token belongs to no server waiting to start")
         try:
-            ip, port = parse_address(self.get_json_body())
+            ip, port, node = parse_address(self.get_json_body())
         except ValueError as e:
             raise web.HTTPError(400, f"bad address: {e}") from None
-        spawner.report_ready(ip, port)
+        spawner.report_ready(ip, port, node)
         self.set_status(200)
         self.finish(json.dumps({"message": "ready noted"}))
 

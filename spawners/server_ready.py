@@ -65,7 +65,13 @@ async def _start_jupyter_server_extension(serverapp: Any) -> None:
     if not api_url or not token:
         serverapp.log.warning("factoryhub: no hub to report to (JUPYTERHUB_API_URL unset)")
         return
-    body = json.dumps({"ip": serverapp.ip, "port": serverapp.port})
+    body = json.dumps(
+        {
+            "ip": serverapp.ip,
+            "port": serverapp.port,
+            "node": os.environ.get("SLURMD_NODENAME", ""),
+        }
+    )
     headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
     # First try at once, synchronously: extensions start together, and some (jupyter_lsp's
     # scan for language servers) block the event loop for a while after they begin. The hub

@@ -281,8 +281,9 @@ class FactorySlurmSpawner(SlurmSpawner):
 
     # ------------------------------------------------------------------ start
 
-    def report_ready(self, ip: str, port: int) -> None:
+    def report_ready(self, ip: str, port: int, node: str = "") -> None:
         """Called by the server-ready API once JupyterLab listens."""
+        self._ready_node = node
         self._ready_address = (ip, port)
         event = getattr(self, "_ready_event", None)
         if event is not None:
@@ -324,6 +325,7 @@ class FactorySlurmSpawner(SlurmSpawner):
         begun = time.monotonic()
         self._ready_event = asyncio.Event()
         self._ready_address: tuple[str, int] | None = None
+        self._ready_node = ""
         self.current_job: JobInfo | None = None
         self.last_end_message = ""
         self.ip, self.port = "", 0
@@ -376,9 +378,26 @@ class FactorySlurmSpawner(SlurmSpawner):
                     yield {"progress": percent, "message": message}
                     last = message
             if getattr(self, "_ready_address", None) is not None:
+                # JupyterLab can answer before the poller has seen the job run: say where
+                # it runs anyway (the node the server itself reported).
+                if job_id and not (last or "").startswith(f"Job {job_id} is running"):
+                    node = getattr(self, "_ready_node", "") or "its node"
+                    yield {
+                        "progress": 70,
+                        "message": f"Job {job_id} is running on {node}: JupyterLab started",
+                    }
                 yield {"progress": 95, "message": "JupyterLab answers; connecting"}
                 return
-            await asyncio.sleep(0.5)
+            # Wake at once when the server reports in: the hub stops reading progress as
+            # soon as the spawn completes, so these last messages must not wait a tick.
+            event = getattr(self, "_ready_event", None)
+            if event is not None and not event.is_set():
+                try:
+                    await asyncio.wait_for(event.wait(), timeout=0.5)
+                except TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(0.5)
 
     # ------------------------------------------------------------------ poll / stop
 
