@@ -41,6 +41,7 @@ from .site_checks import (
     walltime_seconds,
     with_defaults,
 )
+from .site_dask import build_dask
 from .site_model import (
     AuthSettings,
     HubSettings,
@@ -237,6 +238,7 @@ def _build(d: dict[str, Any]) -> Site:
             timeout=int(culler["timeout"]),
             every=int(culler["every"]),
         ),
+        dask=build_dask(d["dask"]),
     )
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import jsonschema
 
+from .site_dask import dask_problems
+
 _HERE = Path(__file__).resolve().parent
 _SCHEMA_FILE = "site_schema.json"
 _EXAMPLE_FILE = "factory.example.yaml"
@@ -41,6 +43,9 @@ _PATTERN_MEANING: dict[str, str] = {
     "^(|https?://[^\\s/?#]+([/?#][^\\s]*)?)$": "an http:// or https:// URL, or empty",
     "^[a-z][a-z0-9-]{1,30}$": ("2 to 31 lowercase letters, digits and -, starting with a letter"),
     "^[A-Za-z0-9_-]{1,64}$": "a Slurm partition name (1 to 64 letters, digits, _ and -)",
+    "^([A-Za-z0-9_.:-]{1,15})?$": (
+        "a network interface name (up to 15 letters, digits, _ . : and -), or empty"
+    ),
     "^(/|\\{home\\})([^{}]|\\{home\\}|\\{username\\})*$": (
         "an absolute path (starting with / or {home}) that uses no placeholders "
         "but {home} and {username}"
@@ -388,6 +393,12 @@ def _cross_problems(data: Any) -> list[Problem]:
         if isinstance(wall, Mapping):
             problems += _walltime_problems(wall, f"{here}.walltime")
     problems += _project_problems(data.get("projects"), profiles)
+    names = [
+        p["name"] for p in profiles if isinstance(p, Mapping) and isinstance(p.get("name"), str)
+    ]
+    problems += [
+        Problem(path, msg) for path, msg in dask_problems(data.get("dask"), declared, names)
+    ]
     return problems
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from .site_dask import DaskSettings
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,7 @@ class Site:
     raw: dict[str, Any]
     projects: tuple[Project, ...] = ()
     idle_culler: IdleCuller = IdleCuller()
+    dask: DaskSettings = field(default_factory=DaskSettings)
 
     def profile(self, name: str) -> Profile:
         """The profile called ``name`` (KeyError if there is none)."""

@@ -29,3 +29,6 @@ SPAWN_SECONDS = Histogram(
     ["profile"],
     buckets=(1, 2, 3, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
+DASK_WORKERS_CANCELLED = Counter(
+    "factoryhub_dask_worker_jobs_cancelled", "Dask worker jobs cancelled because their server ended"
+)

@@ -9,7 +9,9 @@ load on the controller does not grow with the number of servers. States are hone
   spawner tells the hub, which drops the server and its route);
 - jobs that carry this hub's tag but that no spawner watches, older than a grace period,
   are orphans (a spawn in flight when the hub died, a lost stop): they are cancelled and
-  logged.
+  logged;
+- Dask worker jobs (tagged with their server's job id) whose server job has ended are
+  cancelled at once (after the same second look).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from datetime import datetime
 from tornado.ioloop import IOLoop
 
 from . import metrics
+from .dask_setup import parent_job
 from .slurm_client import JobInfo, LocalSlurmClient, SlurmError, SlurmUnavailable
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,7 @@ class SlurmPoller:
         self.stats = PollerStats()
         self._watch: dict[str, EndCallback] = {}
         self._suspect: set[str] = set()
+        self._dask_suspect: set[str] = set()
         self._owned: set[str] = set()
         self._ended: dict[str, JobInfo | None] = {}
         self._started_at = time.monotonic()
@@ -135,7 +139,7 @@ class SlurmPoller:
     async def _run(self) -> None:
         while True:
             await self.refresh()
-            delay = self.confirm_delay if self._suspect else self.interval
+            delay = self.confirm_delay if self._suspect or self._dask_suspect else self.interval
             self._poke.clear()
             try:
                 await asyncio.wait_for(self._poke.wait(), timeout=delay)
@@ -167,6 +171,7 @@ class SlurmPoller:
         self.answered_at = time.monotonic()
         self._count_states()
         await self._conclude()
+        await self._end_dask_workers()
         settled = self.answered_at - self._started_at >= self.orphan_grace
         if settled and self.answered_at - self._last_orphan_check >= self.orphan_every:
             self._last_orphan_check = self.answered_at
@@ -201,6 +206,36 @@ class SlurmPoller:
                 await callback(job)
             except Exception:
                 log.exception("Handling the end of job %s failed", job_id)
+
+    # ------------------------------------------------------------ Dask workers
+
+    async def _end_dask_workers(self) -> None:
+        """Cancel Dask worker jobs whose server job has ended (seen so in two answers in a
+        row): a user's workers never outlive their server by more than one poll."""
+        doomed: set[str] = set()
+        for job in self.jobs.values():
+            parent_id = parent_job(job.comment, self.tag) if job.active else None
+            if parent_id is None:
+                continue
+            parent = self.jobs.get(parent_id)
+            if parent is not None and parent.active:
+                continue
+            doomed.add(job.job_id)
+            if job.job_id not in self._dask_suspect:
+                continue
+            log.info(
+                "Cancelling Dask worker job %s of %s: its server job %s has ended",
+                job.job_id,
+                job.user,
+                parent_id,
+            )
+            try:
+                await self.slurm.cancel(job.user, job.job_id)
+            except (SlurmUnavailable, SlurmError) as e:
+                log.error("Cancelling Dask worker job %s failed: %s", job.job_id, e)
+                continue
+            metrics.DASK_WORKERS_CANCELLED.inc()
+        self._dask_suspect = doomed
 
     # ------------------------------------------------------------ orphans
 

@@ -4,7 +4,8 @@ Runs on the compute node as the user. It picks the address the hub reaches this
 node by (the local end of a route towards the hub's API) and a free port there, so
 the server listens only where the hub needs it, not on every interface. It then
 runs ``jupyterhub-singleuser`` in this process with the ``server_ready`` extension,
-which tells the hub the address once the server is listening.
+which tells the hub the address once the server is listening. Before that it writes the
+job's Dask configuration (see ``dask_setup``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 import socket
 import sys
 from urllib.parse import urlparse, urlunparse
+
+from .dask_setup import write_dask_config
 
 READY_EXTENSION = "factoryhub.spawners.server_ready"
 
@@ -48,6 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     host = f"[{ip}]" if ":" in ip else ip
     service = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     os.environ["JUPYTERHUB_SERVICE_URL"] = urlunparse(service._replace(netloc=f"{host}:{port}"))
+    dask_dir = write_dask_config(os.environ, ip=ip)
+    if dask_dir:  # SLURMCluster() with no arguments, in the server and in its kernels
+        os.environ["DASK_CONFIG"] = dask_dir
 
     for name in SKIPPED_IMPORTS:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # import → ImportError

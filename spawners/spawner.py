@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import grp
+import json
 import os
 import pwd
 import time
@@ -32,6 +33,8 @@ from . import (
     metrics,
     ready_api,  # noqa: F401 - registers the server-ready API route
 )
+from .dask_setup import ENV_VAR as DASK_ENV_VAR
+from .dask_setup import dask_payload
 from .jobscript import render_job_script
 from .options import JobRequest, OptionsError, validate_options
 from .poller import SlurmPoller, end_message, shared_poller
@@ -121,6 +124,13 @@ class FactorySlurmSpawner(SlurmSpawner):
         120.0,
         help="Seconds a job of this hub that no server owns may live before it is cancelled "
         "(and how long after the hub starts before orphans are looked for).",
+    ).tag(config=True)
+
+    dask_settings = Dict(
+        help="""Dask worker settings per profile name (set from the site file's dask section):
+        partition, cores, memory_gb, processes, walltime, interface, death_timeout. A server of
+        a profile listed here gets Dask's configuration, so that SLURMCluster() needs no
+        arguments; empty: none.""",
     ).tag(config=True)
 
     last_end_message = ""
@@ -248,6 +258,15 @@ class FactorySlurmSpawner(SlurmSpawner):
         env = super().get_env()
         env["PATH"] = f"{self.python_env}/bin:/usr/local/bin:/usr/bin:/bin"
         env.pop("VIRTUAL_ENV", None)
+        request = self.job_request
+        payload = dask_payload(
+            self.dask_settings.get(request.profile) if request else None,
+            account=request.account if request else "",
+            job_name=f"{self.job_name_prefix}-dask-{self.user.name}",
+            hub_tag=self.hub_tag,
+            python=f"{self.python_env}/bin/python",
+        )
+        env[DASK_ENV_VAR] = json.dumps(payload) if payload else ""
         return env
 
     def singleuser_command(self) -> list[str]:

@@ -138,3 +138,60 @@ async def _record(into: list, j: JobInfo | None) -> None:
 
 async def _nothing(j: JobInfo | None) -> None:
     return None
+
+
+def worker(job_id: str, parent: str, state: str = "RUNNING") -> JobInfo:
+    return JobInfo(
+        job_id,
+        state,
+        name="factoryhub-dask-u",
+        user="u",
+        comment=f"{TAG}/dask-of/{parent}",
+        submit_time=datetime.now().isoformat(timespec="seconds"),
+    )
+
+
+async def test_dask_workers_end_with_their_server_after_a_second_look() -> None:
+    slurm = ScriptedSlurm()
+    p = poller(slurm, grace=3600)
+    p.watch("1", _ignore)
+    slurm.answers = [
+        [job("1"), worker("2", "1"), worker("3", "1", "PENDING")],
+        [job("1", "CANCELLED"), worker("2", "1"), worker("3", "1", "PENDING")],
+        [job("1", "CANCELLED"), worker("2", "1"), worker("3", "1", "PENDING")],
+    ]
+    await p.refresh()
+    await p.refresh()
+    assert slurm.cancelled == []  # the server's end seen once: not yet
+    await p.refresh()
+    assert sorted(slurm.cancelled) == [("u", "2"), ("u", "3")]
+
+
+async def test_dask_workers_of_a_live_server_or_of_another_hub_are_left_alone() -> None:
+    slurm = ScriptedSlurm()
+    p = poller(slurm, grace=3600)
+    p.watch("1", _ignore)
+    foreign = JobInfo(
+        "5", "RUNNING", name="factoryhub-dask-u", user="u", comment="other:hub/dask-of/9"
+    )
+    answer = [job("1"), worker("2", "1"), foreign]
+    slurm.answers = [answer, answer, answer]
+    for _ in range(3):
+        await p.refresh()
+    assert slurm.cancelled == []
+
+
+async def test_dask_workers_are_kept_while_slurm_is_silent() -> None:
+    slurm = ScriptedSlurm()
+    p = poller(slurm, grace=3600)
+    slurm.answers = [[worker("2", "1")], SlurmUnavailable("down"), SlurmUnavailable("down")]
+    for _ in range(3):
+        await p.refresh()
+    assert slurm.cancelled == []
+    slurm.answers = [[worker("2", "1")]]
+    await p.refresh()  # the server job 1 is gone: seen twice now
+    assert slurm.cancelled == [("u", "2")]
+
+
+async def _ignore(job: JobInfo | None) -> None:
+    return None

@@ -197,7 +197,7 @@ def test_unknown_top_level_key() -> None:
     err = errors_of(data)
     assert lines_of(err) == [
         'factory.yaml: unknown key "hubb" '
-        "(allowed: hub, auth, slurm, spawner, profiles, projects, idle_culler)"
+        "(allowed: hub, auth, slurm, spawner, profiles, projects, idle_culler, dask)"
     ]
 
 

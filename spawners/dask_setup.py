@@ -1,0 +1,156 @@
+"""Dask's own configuration for a user's server: ``SLURMCluster()`` with no arguments.
+
+The hub decides (from the site file and the user's project) what worker jobs look like
+and hands that to the job as ``FACTORYHUB_DASK`` (JSON). Inside the job,
+``factoryhub-singleuser`` fills in what only the job knows (its id, the user's home, the
+network interface) and writes ``jobqueue.yaml``, ``distributed.yaml`` and
+``labextension.yaml`` into a directory of its own, then points ``DASK_CONFIG`` at it.
+Dask reads that directory after the system's and the user's files, so these settings win
+over a stale ``~/.config/dask``; arguments to ``SLURMCluster(...)`` and ``DASK_*``
+environment variables still override them.
+
+Worker jobs carry ``--comment=<hub tag>/dask-of/<server job id>``: the hub's shared poller
+cancels them as soon as that server job has ended, whatever ended it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_VAR = "FACTORYHUB_DASK"
+DASHBOARD_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
+_PARENT = re.compile(r"/dask-of/([0-9]+)$")
+
+
+def dask_comment(hub_tag: str, server_job_id: str) -> str:
+    return f"{hub_tag}/dask-of/{server_job_id}"
+
+
+def parent_job(comment: str, hub_tag: str) -> str | None:
+    """The server job a worker job belongs to, from its comment (None: not a worker of
+    this hub)."""
+    if not comment.startswith(f"{hub_tag}/dask-of/"):
+        return None
+    match = _PARENT.search(comment)
+    return match.group(1) if match else None
+
+
+def dask_payload(
+    settings: Mapping[str, Any] | None,
+    *,
+    account: str,
+    job_name: str,
+    hub_tag: str,
+    python: str,
+) -> dict[str, Any] | None:
+    """What the hub hands the server job (None: no Dask configuration for this profile).
+    ``settings`` are the site file's resolved worker settings for the server's profile."""
+    if not settings:
+        return None
+    return {
+        "partition": settings["partition"],
+        "cores": int(settings["cores"]),
+        "memory_gb": float(settings["memory_gb"]),
+        "processes": int(settings["processes"]),
+        "walltime": str(settings["walltime"]),
+        "interface": str(settings.get("interface", "")),
+        "death_timeout": int(settings.get("death_timeout", 60)),
+        "account": account,
+        "job_name": job_name,
+        "hub_tag": hub_tag,
+        "python": python,
+    }
+
+
+def _memory(gb: float) -> str:
+    """dask-jobqueue's memory string; whole GiB when it can, MiB otherwise."""
+    mib = round(gb * 1024)
+    return f"{mib // 1024}GiB" if mib % 1024 == 0 else f"{mib}MiB"
+
+
+def dask_config(
+    payload: Mapping[str, Any], *, job_id: str, home: str, interface: str
+) -> dict[str, dict[str, Any]]:
+    """The three YAML documents (by file name) for a server job."""
+    slurm: dict[str, Any] = {
+        "name": payload["job_name"],
+        "cores": payload["cores"],
+        "memory": _memory(payload["memory_gb"]),
+        "processes": payload["processes"],
+        "queue": payload["partition"],
+        "walltime": payload["walltime"],
+        "interface": payload.get("interface") or interface,
+        "death-timeout": payload["death_timeout"],
+        "python": payload["python"],
+        "log-directory": f"{home}/.factoryhub/dask-logs",
+        "job-extra-directives": [f"--comment={dask_comment(payload['hub_tag'], job_id)}"],
+        # The scheduler runs in the user's kernel; its dashboard listens on loopback only
+        # and is reached through the user's own server (jupyter-server-proxy).
+        "scheduler-options": {"dashboard_address": "127.0.0.1:0"},
+    }
+    if payload.get("account"):
+        slurm["account"] = payload["account"]
+    return {
+        "jobqueue.yaml": {"jobqueue": {"slurm": slurm}},
+        "distributed.yaml": {"distributed": {"dashboard": {"link": DASHBOARD_LINK}}},
+        "labextension.yaml": {
+            "labextension": {
+                "factory": {
+                    "module": "dask_jobqueue",
+                    "class": "SLURMCluster",
+                    "args": [],
+                    "kwargs": {},
+                },
+                "default": {"workers": None, "adapt": None},
+            }
+        },
+    }
+
+
+def interface_of(ip: str) -> str:
+    """The network interface holding ``ip`` ("" when none does)."""
+    import psutil  # a dependency of distributed; imported here, only inside jobs
+
+    for name, addresses in psutil.net_if_addrs().items():
+        if any(a.address.split("%")[0] == ip for a in addresses):
+            return name
+    return ""
+
+
+def write_dask_config(environ: Mapping[str, str], *, ip: str) -> str | None:
+    """Write the job's Dask configuration; return the directory (None: nothing to do)."""
+    raw = environ.get(ENV_VAR)
+    job_id = environ.get("SLURM_JOB_ID", "")
+    if not raw or not job_id:
+        return None
+    import yaml
+
+    payload = json.loads(raw)
+    home = environ.get("HOME") or os.path.expanduser("~")
+    target = Path(home) / ".factoryhub" / "jobs" / job_id / "dask"
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    Path(home, ".factoryhub", "dask-logs").mkdir(parents=True, exist_ok=True, mode=0o700)
+    documents = dask_config(payload, job_id=job_id, home=home, interface=interface_of(ip))
+    for name, document in documents.items():
+        (target / name).write_text(yaml.safe_dump(document, sort_keys=False))
+    _prune(target.parent.parent, keep=target.parent)
+    return str(target)
+
+
+def _prune(jobs: Path, keep: Path, days: float = 7) -> None:
+    """Forget the configuration of server jobs older than ``days`` (best effort)."""
+    import shutil
+    import time
+
+    cutoff = time.time() - days * 86400
+    for old in jobs.iterdir():
+        try:
+            if old != keep and old.is_dir() and old.stat().st_mtime < cutoff:
+                shutil.rmtree(old)
+        except OSError:
+            continue

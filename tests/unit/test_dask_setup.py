@@ -1,0 +1,164 @@
+"""Dask's configuration for user servers: from the site file to the YAML a job writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from factoryhub.hub.hub_config import hub_settings
+from factoryhub.hub.site import SiteError, example_site_path, parse_site
+from factoryhub.spawners.dask_setup import (
+    dask_comment,
+    dask_config,
+    dask_payload,
+    parent_job,
+    write_dask_config,
+)
+
+
+def example() -> dict[str, Any]:
+    return yaml.safe_load(example_site_path().read_text())
+
+
+def problems(data: dict[str, Any]) -> str:
+    try:
+        parse_site(data)
+    except SiteError as e:
+        return str(e)
+    raise AssertionError("the site file was accepted")
+
+
+def test_worker_settings_resolve_per_profile() -> None:
+    site = parse_site(example())
+    per_profile = hub_settings(site, {})["FactorySlurmSpawner"]["dask_settings"]
+    assert set(per_profile) == {p.name for p in site.profiles}
+    assert per_profile["cpu-small"] == {
+        "partition": "batch",
+        "cores": 1,
+        "memory_gb": 1,
+        "processes": 1,
+        "walltime": "01:00:00",
+        "interface": "",
+        "death_timeout": 60,
+    }
+    assert per_profile["cpu-large"]["cores"] == 2 and per_profile["cpu-large"]["memory_gb"] == 2
+
+
+def test_defaults_without_a_dask_section() -> None:
+    data = example()
+    del data["dask"]
+    site = parse_site(data)
+    small = site.dask.worker_for("cpu-small", "interactive")
+    assert small == {
+        "partition": "interactive",  # the server's own partition
+        "cores": 1,
+        "memory_gb": 2,
+        "processes": 1,
+        "walltime": "01:00:00",
+    }
+
+
+def test_disabled_gives_no_settings() -> None:
+    data = example()
+    data["dask"]["enabled"] = False
+    assert hub_settings(parse_site(data), {})["FactorySlurmSpawner"]["dask_settings"] == {}
+
+
+def test_bad_dask_values_are_named() -> None:
+    data = example()
+    data["dask"]["worker"]["partition"] = "nowhere"
+    data["dask"]["profiles"] = [
+        {"profile": "gpu-99", "worker": {"cores": 1}},
+        {"profile": "cpu-large", "worker": {"cores": 2, "processes": 4}},
+        {"profile": "cpu-large", "worker": {}},
+    ]
+    data["dask"]["interface"] = "eth0; reboot"
+    data["dask"]["bogus"] = 1
+    text = problems(data)
+    for key in (
+        "dask.worker.partition",
+        "dask.profiles[0].profile",
+        "dask.profiles[1].worker.processes",
+        "dask.profiles[2].profile: profile 'cpu-large' is listed twice",
+        "dask.interface",
+        'dask: unknown key "bogus"',
+    ):
+        assert key in text, text
+
+
+def payload(**over: Any) -> dict[str, Any]:
+    settings = {
+        "partition": "batch",
+        "cores": 2,
+        "memory_gb": 1.5,
+        "processes": 1,
+        "walltime": "00:30:00",
+        "interface": "",
+        "death_timeout": 60,
+        **over,
+    }
+    out = dask_payload(
+        settings,
+        account="acme-ai",
+        job_name="factoryhub-dask-ada",
+        hub_tag="fh:abc",
+        python="/v/bin/python",
+    )
+    assert out is not None
+    return out
+
+
+def test_dask_config_documents() -> None:
+    docs = dask_config(payload(), job_id="42", home="/home/ada", interface="lo")
+    slurm = docs["jobqueue.yaml"]["jobqueue"]["slurm"]
+    assert slurm["queue"] == "batch" and slurm["account"] == "acme-ai"
+    assert slurm["cores"] == 2 and slurm["memory"] == "1536MiB" and slurm["interface"] == "lo"
+    assert slurm["log-directory"] == "/home/ada/.factoryhub/dask-logs"
+    assert slurm["job-extra-directives"] == ["--comment=fh:abc/dask-of/42"]
+    assert slurm["name"] == "factoryhub-dask-ada"
+    link = docs["distributed.yaml"]["distributed"]["dashboard"]["link"]
+    assert link == "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
+    assert docs["labextension.yaml"]["labextension"]["factory"]["class"] == "SLURMCluster"
+    # the site's interface wins over the one found
+    docs = dask_config(payload(interface="ib0"), job_id="42", home="/h", interface="lo")
+    assert docs["jobqueue.yaml"]["jobqueue"]["slurm"]["interface"] == "ib0"
+
+
+def test_no_account_without_a_project() -> None:
+    p = payload()
+    p["account"] = ""
+    slurm = dask_config(p, job_id="1", home="/h", interface="lo")["jobqueue.yaml"]["jobqueue"]
+    assert "account" not in slurm["slurm"]
+
+
+def test_written_where_dask_reads_it(tmp_path: Path) -> None:
+    import dask.config
+
+    env = {
+        "FACTORYHUB_DASK": json.dumps(payload()),
+        "SLURM_JOB_ID": "77",
+        "HOME": str(tmp_path),
+    }
+    target = write_dask_config(env, ip="127.0.0.1")
+    assert target == str(tmp_path / ".factoryhub" / "jobs" / "77" / "dask")
+    config = dask.config.collect(paths=[target], env={})
+    assert config["jobqueue"]["slurm"]["interface"] == "lo"
+    assert config["jobqueue"]["slurm"]["account"] == "acme-ai"
+    assert (tmp_path / ".factoryhub" / "dask-logs").is_dir()
+
+
+def test_nothing_written_without_settings(tmp_path: Path) -> None:
+    env = {"FACTORYHUB_DASK": "", "SLURM_JOB_ID": "77", "HOME": str(tmp_path)}
+    assert write_dask_config(env, ip="127.0.0.1") is None
+    assert not (tmp_path / ".factoryhub").exists()
+
+
+def test_worker_comments_name_their_server() -> None:
+    comment = dask_comment("fh:abc", "123")
+    assert parent_job(comment, "fh:abc") == "123"
+    assert parent_job(comment, "fh:other") is None
+    assert parent_job("fh:abc", "fh:abc") is None
+    assert parent_job("fh:abc/dask-of/12x", "fh:abc") is None
