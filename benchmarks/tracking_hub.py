@@ -19,7 +19,8 @@ USER_PREFIX = "fhtrack"
 # tests running beside the benchmark (job names "factoryhub-...") never list them.
 JOB_NAME_PREFIX = "fhtrack"
 # Both variants' jobs: 512 MB (stock gets DefMemPerCPU=512 without --mem) and shared
-# CPUs, so that 20 servers fit the local node (16 CPUs, 16.8 GB) next to other jobs.
+# CPUs where a partition allows it, so 20 servers fit the local node (64 declared CPUs,
+# 16.8 GB) next to other jobs.
 FACTORYHUB_EXTRA_SBATCH = ("--mem=512M", "--oversubscribe")
 STOCK_REQ_OPTIONS = "--oversubscribe"
 

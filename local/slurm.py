@@ -49,7 +49,7 @@ MARIADB_PORT = 3307
 STORAGE_DB = "slurm_acct_db"
 STORAGE_USER = "slurm"
 
-CPUS = 16
+CPUS = 64  # declared, not real: jobs here mostly wait on the network, not on cores
 MEMORY_FRACTION = 0.7
 DEF_MEM_PER_CPU = 512  # MB: a job without --mem must not claim the whole node
 

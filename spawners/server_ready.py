@@ -3,7 +3,9 @@
 Loaded into the user's server by ``factoryhub-singleuser``. Jupyter Server calls
 ``_start_jupyter_server_extension`` once the event loop runs, after the HTTP
 socket is bound, so the hub is told only when the server can answer: the hub's
-first readiness check succeeds and its exponential back-off never starts.
+first readiness check succeeds and its exponential back-off never starts. It also marks
+busy kernels as activity (for the idle culler) and makes the Dask sidebar's dashboard
+check work behind the hub (``dask_dashboard``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.ioloop import PeriodicCallback
+
+from . import dask_dashboard
 
 READY_PATH = "factoryhub/server-ready"
 
@@ -47,6 +51,8 @@ def mark_busy_kernels(serverapp: Any) -> bool:
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
     serverapp.log.info("factoryhub: will report this server to the hub once it listens")
+    if dask_dashboard.install():
+        serverapp.log.info("factoryhub: the Dask sidebar checks dashboards on loopback")
     interval_s = float(os.environ.get("FACTORYHUB_BUSY_CHECK_INTERVAL", "10"))
     PeriodicCallback(lambda: mark_busy_kernels(serverapp), interval_s * 1000).start()
 

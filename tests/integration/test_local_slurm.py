@@ -102,10 +102,10 @@ def test_rendered_config_is_the_single_node_loopback_cluster(slurm: dict[str, in
     node = local_slurm.nodename()
     assert f"SlurmctldHost={node}(127.0.0.1)" in conf
     assert f"NodeName={node} NodeAddr=127.0.0.1" in conf
-    assert "CPUs=16" in conf and "SlurmdParameters=config_overrides" in conf
+    assert f"CPUs={local_slurm.CPUS}" in conf and "SlurmdParameters=config_overrides" in conf
     for partition in ("interactive", "batch"):
         line = next(x for x in conf.splitlines() if x.startswith(f"PartitionName={partition} "))
-        assert "OverSubscribe=YES" in line and "MaxTime=INFINITE" in line
+        assert "OverSubscribe=NO" in line and "MaxTime=INFINITE" in line
     assert "PartitionName=interactive Nodes=" in conf and "Default=YES" in conf
     assert Path("/etc/slurm/slurm.conf").read_text() == conf
     for line in (

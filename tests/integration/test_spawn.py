@@ -6,17 +6,16 @@ import json
 import re
 import subprocess
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
-import websocket
 
 from factoryhub.local import slurm as local_slurm
 
 from .hub_fixtures import RunningHub
+from .kernel import run_in_kernel
 
 pytestmark = pytest.mark.slurm
 
@@ -38,57 +37,6 @@ def wait_no_jobs(user: str, timeout: float = 30) -> None:
             return
         time.sleep(0.5)
     raise AssertionError(f"jobs of {user} left behind: {jobs_of(user)}")
-
-
-def run_in_kernel(hub: RunningHub, user: str, code: str, timeout: float = 60) -> str:
-    """Start a kernel in the user's server, run ``code`` over the websocket, return stdout."""
-    with hub.client() as c:
-        r = c.post(f"/user/{user}/api/kernels", json={"name": "python3"})
-        assert r.status_code == 201, r.text
-        kernel_id = r.json()["id"]
-        try:
-            ws_url = (
-                hub.url.replace("http://", "ws://")
-                + f"/user/{user}/api/kernels/{kernel_id}/channels"
-            )
-            ws = websocket.create_connection(
-                ws_url, header=[f"Authorization: token {hub.token}"], timeout=timeout
-            )
-            msg_id = uuid.uuid4().hex
-            ws.send(
-                json.dumps(
-                    {
-                        "header": {
-                            "msg_id": msg_id,
-                            "username": "test",
-                            "session": uuid.uuid4().hex,
-                            "msg_type": "execute_request",
-                            "version": "5.3",
-                        },
-                        "parent_header": {},
-                        "metadata": {},
-                        "content": {"code": code, "silent": False},
-                        "channel": "shell",
-                    }
-                )
-            )
-            output: list[str] = []
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                msg = json.loads(ws.recv())
-                if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue
-                kind = msg["msg_type"]
-                if kind == "stream":
-                    output.append(msg["content"]["text"])
-                elif kind == "error":
-                    raise AssertionError("\n".join(msg["content"]["traceback"]))
-                elif kind == "status" and msg["content"]["execution_state"] == "idle":
-                    break
-            ws.close()
-            return "".join(output)
-        finally:
-            c.delete(f"/user/{user}/api/kernels/{kernel_id}")
 
 
 def test_two_users_spawn_run_code_as_themselves_and_stop(hub: RunningHub, unix_users: Any) -> None:

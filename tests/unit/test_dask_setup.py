@@ -162,3 +162,19 @@ def test_worker_comments_name_their_server() -> None:
     assert parent_job(comment, "fh:other") is None
     assert parent_job("fh:abc", "fh:abc") is None
     assert parent_job("fh:abc/dask-of/12x", "fh:abc") is None
+
+
+def test_dashboard_links_through_the_own_proxy_map_to_loopback() -> None:
+    from factoryhub.spawners.dask_dashboard import loopback_url
+
+    base = "/user/ada/"
+    assert loopback_url("/user/ada/proxy/8787/status", base) == "http://127.0.0.1:8787"
+    assert (
+        loopback_url("http://hub.example/user/ada/proxy/localhost:41000/status", base)
+        == "http://127.0.0.1:41000"
+    )
+    assert loopback_url("/user/ada/proxy/8787/", base) == "http://127.0.0.1:8787"
+    assert loopback_url("/user/bob/proxy/8787/status", base) is None  # not this server
+    assert loopback_url("http://10.0.0.5:8787/status", base) is None
+    assert loopback_url("/user/ada/proxy/evil.example:80/status", base) is None
+    assert loopback_url("/user/ada/proxy/99999/status", base) is None
