@@ -5,7 +5,8 @@ node by (the local end of a route towards the hub's API) and a free port there, 
 the server listens only where the hub needs it, not on every interface. It then
 runs ``jupyterhub-singleuser`` in this process with the ``server_ready`` extension,
 which tells the hub the address once the server is listening. Before that it writes the
-job's Dask configuration (see ``dask_setup``).
+job's Dask configuration (see ``dask_setup``) and copies new template notebooks into the
+user's home (``user_files``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
 from .dask_setup import write_dask_config
+from .user_files import copy_templates
 
 READY_EXTENSION = "factoryhub.spawners.server_ready"
 
@@ -51,6 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     host = f"[{ip}]" if ":" in ip else ip
     service = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     os.environ["JUPYTERHUB_SERVICE_URL"] = urlunparse(service._replace(netloc=f"{host}:{port}"))
+    try:
+        copy_templates(Path(os.environ.get("HOME") or Path.home()))
+    except OSError as e:  # a full or read-only home must not keep the server from starting
+        print(f"factoryhub: could not copy the template notebooks: {e}", file=sys.stderr)
     dask_dir = write_dask_config(os.environ, ip=ip)
     if dask_dir:  # SLURMCluster() with no arguments, in the server and in its kernels
         os.environ["DASK_CONFIG"] = dask_dir

@@ -36,6 +36,7 @@ _INVALID_JOB = re.compile(r"Invalid job id specified", re.IGNORECASE)
 
 _FIELDS = ("%i", "%T", "%r", "%N", "%S", "%e", "%j", "%u", "%P", "%k", "%V")
 _SEP = "\x1f"  # unit separator: never part of a Slurm field
+QUEUE_FORMAT = _SEP.join(_FIELDS)  # squeue --format=... for JobInfo.parse
 
 
 class SlurmUnavailable(RuntimeError):
@@ -105,6 +106,26 @@ class CommandResult:
     stderr: str
 
 
+def parse_queue(stdout: str) -> list[JobInfo]:
+    """The jobs of an ``squeue --noheader --format=QUEUE_FORMAT`` answer."""
+    return [JobInfo.parse(ln) for ln in stdout.splitlines() if ln.strip()]
+
+
+def check_result(result: CommandResult, what: str) -> None:
+    """Raise :class:`SlurmUnavailable` (no answer) or :class:`SlurmError` (refused)."""
+    if result.returncode == 0:
+        return
+    message = result.stderr.strip() or result.stdout.strip() or f"exit status {result.returncode}"
+    if _UNAVAILABLE.search(message):
+        raise SlurmUnavailable(f"Slurm did not answer ({what}): {message}")
+    raise SlurmError(f"Slurm refused {what}: {message}")
+
+
+def is_invalid_job(result: CommandResult) -> bool:
+    """True when Slurm said the job id is unknown (a job long gone)."""
+    return result.returncode != 0 and bool(_INVALID_JOB.search(result.stderr))
+
+
 class LocalSlurmClient:
     """Runs sbatch/squeue/scancel on this host.
 
@@ -160,16 +181,7 @@ class LocalSlurmClient:
             proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
         )
 
-    @staticmethod
-    def _raise_for(result: CommandResult, what: str) -> None:
-        if result.returncode == 0:
-            return
-        message = (
-            result.stderr.strip() or result.stdout.strip() or f"exit status {result.returncode}"
-        )
-        if _UNAVAILABLE.search(message):
-            raise SlurmUnavailable(f"Slurm did not answer ({what}): {message}")
-        raise SlurmError(f"Slurm refused {what}: {message}")
+    _raise_for = staticmethod(check_result)
 
     async def submit(self, username: str, script: str, env: Mapping[str, str]) -> str:
         """Submit ``script`` as ``username``; return the job id."""
@@ -196,33 +208,31 @@ class LocalSlurmClient:
             "--noheader",
             "--states=all",
             f"--jobs={','.join(ids)}",
-            f"--format={_SEP.join(_FIELDS)}",
+            f"--format={QUEUE_FORMAT}",
         ]
         result = await self._run(argv)
-        if result.returncode != 0 and _INVALID_JOB.search(result.stderr):
+        if is_invalid_job(result):
             # Every id asked for is unknown to Slurm (squeue errors only then).
             return {}
         self._raise_for(result, "the queue query")
-        jobs = (JobInfo.parse(ln) for ln in result.stdout.splitlines() if ln.strip())
-        return {j.job_id: j for j in jobs if j.job_id in ids}
+        return {j.job_id: j for j in parse_queue(result.stdout) if j.job_id in ids}
 
     async def jobs_named(self, prefix: str, states: str = "") -> list[JobInfo]:
         """Jobs whose name starts with ``prefix``: active ones, or those in ``states``
         (``"all"``: ended ones too, while Slurm still lists them). One ``squeue`` call."""
-        argv = ["squeue", "--noheader", f"--format={_SEP.join(_FIELDS)}"]
+        argv = ["squeue", "--noheader", f"--format={QUEUE_FORMAT}"]
         if states:
             argv.append(f"--states={states}")
         result = await self._run(argv)
         self._raise_for(result, "the queue query")
-        jobs = (JobInfo.parse(ln) for ln in result.stdout.splitlines() if ln.strip())
-        return [j for j in jobs if j.name.startswith(prefix)]
+        return [j for j in parse_queue(result.stdout) if j.name.startswith(prefix)]
 
     async def cancel(self, username: str, job_id: str) -> None:
         """Cancel ``job_id`` as ``username``. A job already gone is not an error."""
         if not job_id.isdigit():
             raise ValueError(f"not a Slurm job id: {job_id!r}")
         result = await self._run(self._as_user(username, ["scancel", job_id]))
-        if result.returncode != 0 and _INVALID_JOB.search(result.stderr):
+        if is_invalid_job(result):
             return
         self._raise_for(result, f"cancelling job {job_id}")
 

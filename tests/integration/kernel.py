@@ -3,74 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import time
-import uuid
 from collections.abc import Iterator
 
 import httpx
-import websocket
+
+from benchmarks.kernel_client import Kernel
 
 from .hub_fixtures import RunningHub
-
-
-class Kernel:
-    """A kernel in a user's server that stays up between ``execute`` calls."""
-
-    def __init__(self, hub: RunningHub, user: str, client: httpx.Client, token: str) -> None:
-        self.hub, self.user, self.client, self.token = hub, user, client, token
-        r = client.post(f"/user/{user}/api/kernels", json={"name": "python3"})
-        assert r.status_code == 201, r.text
-        self.kernel_id = r.json()["id"]
-        self.session = uuid.uuid4().hex
-
-    def execute(self, code: str, timeout: float = 60) -> str:
-        """Run ``code``; return its stdout; raise AssertionError with the traceback."""
-        ws_url = (
-            self.hub.url.replace("http://", "ws://")
-            + f"/user/{self.user}/api/kernels/{self.kernel_id}/channels"
-        )
-        ws = websocket.create_connection(
-            ws_url, header=[f"Authorization: token {self.token}"], timeout=timeout
-        )
-        try:
-            msg_id = uuid.uuid4().hex
-            ws.send(
-                json.dumps(
-                    {
-                        "header": {
-                            "msg_id": msg_id,
-                            "username": "test",
-                            "session": self.session,
-                            "msg_type": "execute_request",
-                            "version": "5.3",
-                        },
-                        "parent_header": {},
-                        "metadata": {},
-                        "content": {"code": code, "silent": False},
-                        "channel": "shell",
-                    }
-                )
-            )
-            output: list[str] = []
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                msg = json.loads(ws.recv())
-                if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue
-                kind = msg["msg_type"]
-                if kind == "stream":
-                    output.append(msg["content"]["text"])
-                elif kind == "error":
-                    raise AssertionError("\n".join(msg["content"]["traceback"]))
-                elif kind == "status" and msg["content"]["execution_state"] == "idle":
-                    return "".join(output)
-            raise AssertionError(f"no answer in {timeout} s; output so far: {''.join(output)}")
-        finally:
-            ws.close()
-
-    def shutdown(self) -> None:
-        self.client.delete(f"/user/{self.user}/api/kernels/{self.kernel_id}")
 
 
 @contextlib.contextmanager
@@ -79,7 +18,7 @@ def kernel(hub: RunningHub, user: str, token: str | None = None) -> Iterator[Ker
     at the end of the ``with`` if the server still runs."""
     token = token or hub.token
     with hub.client(token, timeout=120) as c:
-        k = Kernel(hub, user, c, token)
+        k = Kernel(hub.url, user, c, token)
         try:
             yield k
         finally:

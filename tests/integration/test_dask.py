@@ -14,9 +14,11 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from benchmarks.kernel_client import Kernel
+
 from .hub_fixtures import RunningHub
 from .idp_fixtures import TEST_PASSWORD
-from .kernel import Kernel, kernel
+from .kernel import kernel
 from .oidc_fixtures import TEST_PROJECT, cancel_jobs_of, hub_sign_in
 
 pytestmark = pytest.mark.slurm

@@ -1,0 +1,1 @@
+"""Notebook helpers shipped with factoryhub: importable code the template notebooks share."""
