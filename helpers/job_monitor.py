@@ -131,5 +131,5 @@ class JobMonitor(widgets.VBox):
         except (SlurmError, SlurmUnavailable, ValueError) as e:
             self.status.value = f"<span style='color:#cf222e'>{html.escape(str(e))}</span>"
             return
-        self.status.value = f"cancelled job {html.escape(job_id)}"
         self.refresh()
+        self.status.value = f"cancelled job {html.escape(job_id)}; " + self.status.value

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import subprocess
 import time
 from collections.abc import Iterator
@@ -165,3 +166,73 @@ def test_the_tabular_template_drops_what_was_injected(user_kernel: Kernel) -> No
     assert s["output_rows"] > 0 and len(s["workers"]) == 2
     assert s["output_path"].startswith(f"/home/{USER}/")
     assert_workers_were_slurm_jobs_of_the_user(since, 2)
+
+
+def test_train_interactive_then_evaluate(user_kernel: Kernel) -> None:
+    out_dir = f"/home/{USER}/factoryhub-runs/test-interactive"
+    trained = run_template(
+        user_kernel,
+        "training/train-interactive.ipynb",
+        {"interactive": False, "steps": 60, "model_size": "tiny", "out_dir": out_dir},
+    )["summary"]
+    assert trained["status"] == "completed" and trained["steps"] == 60, trained
+    assert trained["last_loss"] < trained["first_loss"] - 0.5, trained
+    assert trained["checkpoint"].startswith(out_dir) and trained["device"] == "cpu"
+    evaluated = run_template(
+        user_kernel, "training/evaluate.ipynb", {"checkpoint": trained["checkpoint"]}
+    )["summary"]
+    assert evaluated["step"] == trained["steps"]
+    assert (
+        abs(evaluated["perplexity"] - math.exp(evaluated["loss"])) < 1e-3 * evaluated["perplexity"]
+    )
+    # better than knowing nothing (a uniform guess over 256 bytes: ln 256 = 5.55 nats)
+    assert evaluated["loss"] < math.log(256) - 0.5, evaluated
+
+
+def test_train_batch_runs_the_training_as_a_slurm_job_of_the_user(user_kernel: Kernel) -> None:
+    since = now_for_sacct()
+    s = run_template(
+        user_kernel,
+        "training/train-batch.ipynb",
+        {
+            "steps": 60,
+            "procs_per_node_cpu": 2,
+            "cpus_per_node": 2,
+            "out_dir": "~/factoryhub-runs/test-batch",
+        },
+    )["summary"]
+    assert s["state"] == "COMPLETED", s
+    assert s["account"] == ACCOUNT
+    assert s["last_loss"] < s["first_loss"] - 0.5, s
+    assert s["checkpoint"] and s["samples"], s
+    jobs = sacct_jobs(USER, since, f"factoryhub-train-{USER}")
+    assert [(j[0], j[1], j[2], j[3]) for j in jobs] == [(s["job_id"], "COMPLETED", ACCOUNT, USER)]
+    # two training processes (torchrun on the CPU, gloo) ran in the one job step
+    done = read_in_home(user_kernel, f"{s['out_dir']}/done.json")
+    assert done["world_size"] == 2 and done["status"] == "completed", done
+    assert not [j for j in squeue_of(USER) if j["name"] == f"factoryhub-train-{USER}"]
+
+
+def test_the_job_monitor_lists_the_users_jobs_and_cancels_one(user_kernel: Kernel) -> None:
+    out = user_kernel.execute(
+        """
+import json, time
+from factoryhub.helpers import slurm_jobs
+from factoryhub.helpers.job_monitor import JobMonitor
+probe = "#!/bin/bash\\n#SBATCH -J factoryhub-train-probe\\n#SBATCH -t 5\\nsleep 300\\n"
+job_id = slurm_jobs.submit(probe)
+monitor = JobMonitor(every=3600)
+listed = {j.info.job_id: j.kind for j in monitor.jobs}
+monitor.cancel(job_id)
+time.sleep(1)
+state = slurm_jobs.job(job_id).state
+monitor.close()
+print(json.dumps({"listed": listed, "job": job_id, "state": state, "status": monitor.status.value}))
+"""
+    )
+    result = json.loads(out.strip().splitlines()[-1])
+    server = [j["id"] for j in squeue_of(USER) if j["name"] == f"factoryhub-server-{USER}"]
+    assert result["listed"][server[0]] == "JupyterLab server", result
+    assert result["listed"][result["job"]] == "training", result
+    assert result["state"] in ("CANCELLED", "COMPLETING"), result
+    assert f"cancelled job {result['job']}" in result["status"]
