@@ -1,0 +1,248 @@
+"""The Reports service's record of every run and schedule (SQLite).
+
+A run goes queued → running → succeeded | failed | cancelled, and never back: the store
+refuses any other move, so a restarted service that reconciles runs with Slurm cannot
+resurrect a finished run. State lives here, not in memory, so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINAL = frozenset({"succeeded", "failed", "cancelled"})
+MOVES = {
+    "queued": {"running", "succeeded", "failed", "cancelled"},
+    "running": {"succeeded", "failed", "cancelled"},
+}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    report TEXT NOT NULL,
+    user TEXT NOT NULL,
+    parameters TEXT NOT NULL,
+    status TEXT NOT NULL,
+    job_id TEXT NOT NULL DEFAULT '',
+    schedule_id INTEGER,
+    created TEXT NOT NULL,
+    started TEXT,
+    finished TEXT,
+    notebook_path TEXT NOT NULL DEFAULT '',
+    html_path TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT '',
+    failed_cell INTEGER
+);
+CREATE INDEX IF NOT EXISTS runs_by_user ON runs (user, id);
+CREATE TABLE IF NOT EXISTS schedules (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    report TEXT NOT NULL,
+    user TEXT NOT NULL,
+    cron TEXT NOT NULL,
+    parameters TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created TEXT NOT NULL,
+    last_fired TEXT NOT NULL
+);
+"""
+
+
+class StoreError(ValueError):
+    """A change the store refuses (unknown run, a move a run's status cannot make)."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    report: str
+    user: str
+    parameters: dict[str, Any]
+    status: str
+    job_id: str
+    schedule_id: int | None
+    created: str
+    started: str | None
+    finished: str | None
+    notebook_path: str
+    html_path: str
+    error: str
+    failed_cell: int | None
+
+    @property
+    def duration_s(self) -> float | None:
+        if not self.started or not self.finished:
+            return None
+        start, end = datetime.fromisoformat(self.started), datetime.fromisoformat(self.finished)
+        return (end - start).total_seconds()
+
+
+@dataclass(frozen=True)
+class Schedule:
+    id: int
+    report: str
+    user: str
+    cron: str
+    parameters: dict[str, Any]
+    enabled: bool
+    created: str
+    last_fired: str
+
+
+class RunStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.executescript(SCHEMA)
+        self.path.chmod(0o600)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=10)
+        db.row_factory = sqlite3.Row
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    # ------------------------------------------------------------------ runs
+
+    def add_run(
+        self,
+        report: str,
+        user: str,
+        parameters: Mapping[str, Any],
+        schedule_id: int | None = None,
+    ) -> Run:
+        with self._db() as db:
+            cur = db.execute(
+                "INSERT INTO runs (report, user, parameters, status, schedule_id, created) "
+                "VALUES (?, ?, ?, 'queued', ?, ?)",
+                (report, user, json.dumps(dict(parameters)), schedule_id, _now()),
+            )
+            run_id = cur.lastrowid
+        assert run_id is not None
+        return self.run(run_id)
+
+    def run(self, run_id: int) -> Run:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no run {run_id}")
+        return _run(row)
+
+    def runs(self, user: str | None = None, limit: int = 200) -> list[Run]:
+        """Newest first; only ``user``'s when given."""
+        query, args = "SELECT * FROM runs", ()
+        if user is not None:
+            query, args = query + " WHERE user = ?", (user,)
+        with self._db() as db:
+            rows = db.execute(f"{query} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [_run(r) for r in rows]
+
+    def unfinished(self) -> list[Run]:
+        """Runs still queued or running: what the service reconciles with Slurm on start."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT * FROM runs WHERE status IN ('queued', 'running') ORDER BY id"
+            ).fetchall()
+        return [_run(r) for r in rows]
+
+    def set_job(self, run_id: int, job_id: str) -> Run:
+        if not job_id.isdigit():
+            raise StoreError(f"not a Slurm job id: {job_id!r}")
+        with self._db() as db:
+            db.execute("UPDATE runs SET job_id = ? WHERE id = ?", (job_id, run_id))
+        return self.run(run_id)
+
+    def move(self, run_id: int, status: str, **fields: Any) -> Run:
+        """Change a run's status (and its output fields); refuse impossible moves."""
+        allowed_fields = {"notebook_path", "html_path", "error", "failed_cell"}
+        if status not in STATUSES:
+            raise StoreError(f"unknown status {status!r}")
+        if set(fields) - allowed_fields:
+            raise StoreError(f"unknown fields: {', '.join(sorted(set(fields) - allowed_fields))}")
+        run = self.run(run_id)
+        if status == run.status:
+            return run
+        if status not in MOVES.get(run.status, set()):
+            raise StoreError(f"run {run_id} is {run.status}; it cannot become {status}")
+        stamps: dict[str, Any] = {}
+        if status == "running" or (status in FINAL and run.started is None):
+            stamps["started"] = _now()
+        if status in FINAL:
+            stamps["finished"] = _now()
+        changes = {"status": status, **stamps, **fields}
+        assignments = ", ".join(f"{k} = ?" for k in changes)
+        with self._db() as db:
+            db.execute(
+                f"UPDATE runs SET {assignments} WHERE id = ?",  # noqa: S608 - keys checked above
+                (*changes.values(), run_id),
+            )
+        return self.run(run_id)
+
+    # ------------------------------------------------------------------ schedules
+
+    def add_schedule(
+        self, report: str, user: str, cron: str, parameters: Mapping[str, Any]
+    ) -> Schedule:
+        now = _now()
+        with self._db() as db:
+            cur = db.execute(
+                "INSERT INTO schedules (report, user, cron, parameters, created, last_fired) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (report, user, cron, json.dumps(dict(parameters)), now, now),
+            )
+            schedule_id = cur.lastrowid
+        assert schedule_id is not None
+        return self.schedule(schedule_id)
+
+    def schedule(self, schedule_id: int) -> Schedule:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM schedules WHERE id = ?", (schedule_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no schedule {schedule_id}")
+        return _schedule(row)
+
+    def schedules(self, enabled_only: bool = False) -> list[Schedule]:
+        where = "WHERE enabled = 1" if enabled_only else "WHERE 1 = 1"
+        with self._db() as db:
+            rows = db.execute(f"SELECT * FROM schedules {where} ORDER BY id").fetchall()  # noqa: S608 - fixed text
+        return [_schedule(r) for r in rows]
+
+    def fired(self, schedule_id: int, when: datetime) -> None:
+        with self._db() as db:
+            db.execute(
+                "UPDATE schedules SET last_fired = ? WHERE id = ?",
+                (when.isoformat(timespec="seconds"), schedule_id),
+            )
+
+    def enable(self, schedule_id: int, enabled: bool) -> Schedule:
+        with self._db() as db:
+            db.execute("UPDATE schedules SET enabled = ? WHERE id = ?", (int(enabled), schedule_id))
+        return self.schedule(schedule_id)
+
+
+def _run(row: sqlite3.Row) -> Run:
+    data = dict(row)
+    data["parameters"] = json.loads(data["parameters"])
+    return Run(**data)
+
+
+def _schedule(row: sqlite3.Row) -> Schedule:
+    data = dict(row)
+    data["parameters"] = json.loads(data["parameters"])
+    data["enabled"] = bool(data["enabled"])
+    return Schedule(**data)

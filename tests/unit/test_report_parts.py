@@ -1,0 +1,139 @@
+"""The Reports service's pure parts: parameters, schedules, the run store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from factoryhub.hub.reports import parameters, schedules
+from factoryhub.hub.reports.store import RunStore, StoreError
+from factoryhub.notebooks import templates_dir
+
+# --------------------------------------------------------------------------- parameters
+
+
+def test_parameters_of_a_real_notebook() -> None:
+    found = {p.name: p for p in parameters.inspect(templates_dir() / "training/evaluate.ipynb")}
+    assert found["max_windows"].type == "int" and found["max_windows"].default == 2000
+    assert found["prompts"].type == "list" and found["prompts"].default[0] == "The "
+    assert found["temperatures"].default == [0.5, 1.0]
+    assert found["split"].type == "str" and found["split"].help.startswith("val:")
+    assert found["split"].to_form()["default"] == "val"
+    assert found["prompts"].to_form()["default"].startswith('["The "')
+
+
+def test_annotations_and_odd_defaults() -> None:
+    params = parameters.from_inspection(
+        {
+            "rate": {"inferred_type_name": "float", "default": "1", "help": ""},
+            "when": {"inferred_type_name": "None", "default": "None", "help": ""},
+            "expr": {"inferred_type_name": "None", "default": "2 ** 10", "help": ""},
+            "flag": {"inferred_type_name": "None", "default": "True", "help": ""},
+        }
+    )
+    kinds = {p.name: (p.type, p.default) for p in params}
+    assert kinds == {
+        "rate": ("float", 1),
+        "when": ("str", ""),
+        "expr": ("str", "2 ** 10"),
+        "flag": ("bool", True),
+    }
+
+
+PARAMS = parameters.from_inspection(
+    {
+        "n": {"default": "10"},
+        "rate": {"default": "0.5"},
+        "on": {"default": "False"},
+        "name": {"default": '"x"'},
+        "items": {"default": "[1, 2]"},
+    }
+)
+
+
+def test_values_are_converted_from_form_text_and_json() -> None:
+    got = parameters.validate(
+        PARAMS, {"n": "12", "rate": 2, "on": "true", "items": '["a", 3]', "name": "y"}
+    )
+    assert got == {"n": 12, "rate": 2.0, "on": True, "name": "y", "items": ["a", 3]}
+    assert parameters.validate(PARAMS, {})["n"] == 10
+
+
+def test_every_bad_value_is_named() -> None:
+    with pytest.raises(parameters.ParameterError) as info:
+        parameters.validate(
+            PARAMS,
+            {
+                "n": "ten",
+                "rate": "nan",
+                "on": "yes",
+                "items": "[1, {'a': 1}]",
+                "name": 5,
+                "rm": "-rf",
+            },
+        )
+    assert set(info.value.problems) == {"n", "rate", "on", "items", "name", "rm"}
+    assert "not a parameter of this report" in info.value.problems["rm"]
+    with pytest.raises(parameters.ParameterError, match="whole number"):
+        parameters.validate(PARAMS, {"n": True})
+    with pytest.raises(parameters.ParameterError, match="at most"):
+        parameters.validate(PARAMS, {"name": "x" * 5000})
+
+
+# --------------------------------------------------------------------------- schedules
+
+NOW = datetime(2026, 11, 23, 10, 7, 0)
+
+
+def test_schedules_are_checked_and_say_when_they_run() -> None:
+    assert schedules.check("0  6 * * 1", NOW) == "0 6 * * 1"
+    runs = schedules.next_runs("0 6 * * 1", NOW, 2)
+    assert runs == [datetime(2026, 11, 30, 6, 0), datetime(2026, 12, 7, 6, 0)]
+    with pytest.raises(schedules.ScheduleError, match="five fields"):
+        schedules.check("every monday", NOW)
+    with pytest.raises(schedules.ScheduleError, match="five fields"):
+        schedules.check("0 0 6 * * 1", NOW)
+    with pytest.raises(schedules.ScheduleError, match="more often"):
+        schedules.check("* * * * *", NOW)
+
+
+def test_a_missed_schedule_fires_once() -> None:
+    last = datetime(2026, 11, 23, 9, 0)
+    assert schedules.due("*/10 * * * *", last, NOW) == datetime(2026, 11, 23, 10, 0)
+    assert schedules.due("*/10 * * * *", datetime(2026, 11, 23, 10, 0), NOW) is None
+
+
+# --------------------------------------------------------------------------- store
+
+
+def test_runs_move_forward_only_and_survive_a_reopen(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "reports.sqlite")
+    run = store.add_run("usage", "stan", {"days": 7})
+    assert run.status == "queued" and run.parameters == {"days": 7}
+    store.set_job(run.id, "123")
+    store.move(run.id, "running")
+    done = store.move(run.id, "failed", error="ZeroDivisionError", failed_cell=4)
+    assert done.failed_cell == 4 and done.duration_s is not None and done.duration_s >= 0
+    with pytest.raises(StoreError, match="cannot become running"):
+        store.move(run.id, "running")
+    with pytest.raises(StoreError, match="unknown fields"):
+        store.move(run.id, "failed", user="root")
+    with pytest.raises(StoreError, match="job id"):
+        store.set_job(run.id, "1; rm")
+    other = store.add_run("usage", "ada", {})
+    reopened = RunStore(tmp_path / "reports.sqlite")
+    assert [r.id for r in reopened.runs()] == [other.id, run.id]
+    assert [r.id for r in reopened.runs(user="stan")] == [run.id]
+    assert [r.id for r in reopened.unfinished()] == [other.id]
+    assert oct((tmp_path / "reports.sqlite").stat().st_mode & 0o777) == "0o600"
+
+
+def test_schedules_are_stored(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "reports.sqlite")
+    s = store.add_schedule("usage", "stan", "0 6 * * 1", {"days": 7})
+    store.fired(s.id, datetime(2026, 11, 30, 6, 0))
+    assert store.schedule(s.id).last_fired == "2026-11-30T06:00:00"
+    store.enable(s.id, False)
+    assert store.schedules(enabled_only=True) == []
