@@ -137,3 +137,69 @@ def test_schedules_are_stored(tmp_path: Path) -> None:
     assert store.schedule(s.id).last_fired == "2026-11-30T06:00:00"
     store.enable(s.id, False)
     assert store.schedules(enabled_only=True) == []
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def test_the_run_script_is_checked_and_quoted(tmp_path: Path) -> None:
+    import subprocess
+
+    from factoryhub.hub.reports.runner import RunPaths, render_script
+    from factoryhub.spawners.jobscript import UnsafeValue
+
+    paths = RunPaths.for_run(tmp_path / "runs", 7, "usage")
+    script = render_script(
+        run_id=7,
+        report="usage",
+        notebook="/opt/x/usage report.ipynb",
+        paths=paths,
+        python="/opt/venv/bin/python",
+        partition="batch",
+        walltime="00:30:00",
+        account="factory-ops",
+    )
+    assert "#SBATCH --account=factory-ops" in script
+    assert "'/opt/x/usage report.ipynb'" in script and f"-f {paths.parameters}" in script
+    (tmp_path / "job.sh").write_text(script)
+    subprocess.run(["bash", "-n", str(tmp_path / "job.sh")], check=True)
+    with pytest.raises(UnsafeValue):
+        render_script(
+            run_id=7,
+            report="usage",
+            notebook="n.ipynb",
+            paths=paths,
+            python="python",
+            partition="batch\n#SBATCH --uid=0",
+            walltime="00:30:00",
+        )
+
+
+def test_a_failed_run_names_its_cell(tmp_path: Path) -> None:
+    import nbformat
+    import papermill
+
+    from factoryhub.hub.reports.runner import read_outcome
+
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("d = 0", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("x = 1"),
+            nbformat.v4.new_code_cell("1 / d"),
+        ],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
+    source, executed = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(nb, source)
+    with pytest.raises(papermill.PapermillExecutionError):
+        papermill.execute_notebook(
+            str(source), str(executed), parameters={"d": 0}, progress_bar=False
+        )
+    outcome = read_outcome(executed)
+    assert outcome.failed and "ZeroDivisionError" in outcome.error
+    # papermill puts its own cells first (an error banner, the injected parameters)
+    assert nbformat.read(executed, 4).cells[outcome.failed_cell].source == "1 / d"
+    papermill.execute_notebook(str(source), str(executed), parameters={"d": 2}, progress_bar=False)
+    assert read_outcome(executed).failed is False
