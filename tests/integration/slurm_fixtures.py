@@ -6,6 +6,8 @@ Import them from a conftest: ``from tests.integration.slurm_fixtures import *``.
 from __future__ import annotations
 
 import itertools
+import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -25,9 +27,34 @@ def slurm() -> Iterator[dict[str, int | None]]:
     """The local Slurm, up and checked with a real job (idempotent: reuses running daemons).
 
     Yields ``status()``: daemon name → pid. Leaves the daemons running (``make down`` stops them).
+    Jobs a test user left behind (a run that was killed before its teardown) are cancelled
+    first, so that no test counts another run's jobs.
     """
     local_slurm.up()
+    cancel_leftover_test_jobs()
     yield local_slurm.status()
+
+
+def cancel_leftover_test_jobs() -> None:
+    """Cancel the jobs of every test user (``fhtest*``) and wait until they have left the
+    queue's running states."""
+    out = subprocess.run(
+        ["squeue", "--noheader", "--format=%u"], capture_output=True, text=True, check=True
+    ).stdout
+    users = sorted({u.strip() for u in out.split() if u.strip().startswith("fhtest")})
+    for user in users:
+        local_slurm.cancel_user_jobs(user)
+    deadline = time.monotonic() + 30
+    while users and time.monotonic() < deadline:
+        left = subprocess.run(
+            ["squeue", "--noheader", "--states=PENDING,RUNNING", "--format=%u"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        if not any(u.startswith("fhtest") for u in left):
+            return
+        time.sleep(0.5)
 
 
 class SlurmOutage:

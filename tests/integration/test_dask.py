@@ -61,13 +61,15 @@ def squeue_of(user: str) -> list[dict[str, str]]:
     return [dict(zip(keys, line.split("|"), strict=True)) for line in out.splitlines() if line]
 
 
-def dask_jobs(user: str) -> list[dict[str, str]]:
+def dask_jobs(user: str, of: str | None = None) -> list[dict[str, str]]:
     """The user's Dask worker jobs that have not been told to end (COMPLETING: cancelled,
-    its processes being stopped)."""
+    its processes being stopped); with ``of``, only the workers of that server job."""
     return [
         j
         for j in squeue_of(user)
-        if j["name"] == f"factoryhub-dask-{user}" and j["state"] != "COMPLETING"
+        if j["name"] == f"factoryhub-dask-{user}"
+        and j["state"] != "COMPLETING"
+        and (of is None or j["comment"].endswith(f"/dask-of/{of}"))
     ]
 
 
@@ -133,7 +135,7 @@ def test_a_zero_argument_cluster_runs_workers_as_slurm_jobs_of_the_user(
     assert {w[2] for w in workers} == {TEST_PROJECT["account"]}
     worker_jobs = {w[1] for w in workers}
     assert len(worker_jobs) == 2 and cluster["server_job"] not in worker_jobs
-    jobs = dask_jobs(USER)
+    jobs = dask_jobs(USER, of=cluster["server_job"])
     assert {j["id"] for j in jobs} == worker_jobs
     assert all(j["state"] == "RUNNING" and j["account"] == "fhtest-lab" for j in jobs)
     assert all(j["comment"].endswith(f"/dask-of/{cluster['server_job']}") for j in jobs)
@@ -186,6 +188,7 @@ def test_the_dask_sidebar_finds_the_cluster_and_starts_its_own(
     oidc_hub: RunningHub, server: tuple[str, Kernel], cluster: dict[str, Any]
 ) -> None:
     token, _ = server
+    mine = cluster["server_job"]
     with httpx.Client(
         base_url=f"{oidc_hub.url}/user/{USER}",
         headers={"Authorization": f"token {token}"},
@@ -207,10 +210,10 @@ def test_the_dask_sidebar_finds_the_cluster_and_starts_its_own(
             assert [m["id"] for m in c.get("/dask/clusters").json()] == [model["id"]]
             scaled = c.patch(f"/dask/clusters/{model['id']}", json={"workers": 1})
             assert scaled.status_code == 200, scaled.text
-            wait_for(lambda: len(dask_jobs(USER)) == 3, 60, "the sidebar cluster's worker job")
+            wait_for(lambda: len(dask_jobs(USER, of=mine)) == 3, 60, "the sidebar's worker job")
         finally:
             assert c.delete(f"/dask/clusters/{model['id']}").status_code == 204
-        wait_for(lambda: len(dask_jobs(USER)) == 2, 30, "the sidebar cluster's cancel")
+        wait_for(lambda: len(dask_jobs(USER, of=mine)) == 2, 30, "the sidebar cluster's cancel")
 
 
 def test_adapt_starts_workers_when_work_arrives(server: tuple[str, Kernel]) -> None:
@@ -234,9 +237,10 @@ def test_worker_jobs_end_with_the_server(
     oidc_hub: RunningHub, server: tuple[str, Kernel], cluster: dict[str, Any]
 ) -> None:
     """The server stops (the user, the culler): its workers' jobs are cancelled at once."""
-    assert len(dask_jobs(USER)) == 2
+    mine = cluster["server_job"]
+    assert len(dask_jobs(USER, of=mine)) == 2
     oidc_hub.stop_server(USER)
-    took = wait_for(lambda: not dask_jobs(USER), 10, "the worker jobs' end")
+    took = wait_for(lambda: not dask_jobs(USER, of=mine), 10, "the worker jobs' end")
     assert took < 5, took
 
 
