@@ -357,6 +357,7 @@ def factoryhub_hub(state_dir: Path, token_file: Path, token: str) -> Hub:
     site["projects"] = []
     site["slurm"]["manage_associations"] = False
     site["idle_culler"] = {"enabled": False}
+    site["reports"] = {"enabled": False}
     site_file = state_dir / "factory.yaml"
     site_file.write_text(yaml.safe_dump(site))
     return Hub(

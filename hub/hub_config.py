@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from .home import factoryhub_job
-from .services import idle_culler_settings, merge_settings
+from .services import idle_culler_settings, merge_settings, reports_settings
 from .site import OidcAuth, Site
 
 OPERATOR_SERVICE = "factoryhub-operator"
 
 
 def hub_settings(
-    site: Site, environ: Mapping[str, str], python: str = sys.executable
+    site: Site, environ: Mapping[str, str], python: str = sys.executable, site_file: str = ""
 ) -> dict[str, dict[str, Any]]:
     state = Path(site.hub.state_dir)
     settings: dict[str, dict[str, Any]] = {
@@ -95,6 +95,9 @@ def hub_settings(
     if site.idle_culler.enabled:
         # appended to the operator's service and role above, never replacing them
         merge_settings(settings, idle_culler_settings(site, python))
+    if site.reports.enabled:
+        merge_settings(settings, reports_settings(site, python, site_file))
+        settings["JupyterHub"]["template_vars"]["factoryhub_reports_url"] = "/services/reports/"
     return settings
 
 

@@ -6,6 +6,7 @@ file stops the hub here with every bad key named.
 
 import os
 import sys
+from pathlib import Path
 
 from traitlets.config import Config
 
@@ -26,7 +27,7 @@ except SiteError as _error:
     sys.exit(2)
 
 try:
-    _settings = hub_settings(_site, os.environ)
+    _settings = hub_settings(_site, os.environ, site_file=str(Path(_site_path).resolve()))
     c.merge(Config(_settings))
 except SecretMissing as _error:
     print(f"factoryhub: the hub will not start.\n{_site_path}: {_error}", file=sys.stderr)

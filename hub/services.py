@@ -1,10 +1,15 @@
-"""Hub-managed services: the idle culler.
+"""Hub-managed services: the idle culler and the Reports service.
 
 ``idle_culler_settings`` returns the JupyterHub config fragment that runs
 jupyterhub-idle-culler as a service of the hub (the hub starts it, hands it an API
 token and stops it): the service, a role with only the scopes the culler needs, and
 the single-user servers' activity interval. Culling stops a server through the hub's
 API; the spawner then cancels its Slurm job, as on every stop. Users are never culled.
+
+``reports_settings`` runs the Reports service (``factoryhub.hub.reports.service``) behind
+the hub's login at /services/reports/: every user may reach it (the service itself decides,
+from the site file's ``reports.access``, who may run, schedule and see which reports); its
+own token may only read users (their groups and admin flag).
 
 ``merge_settings`` merges such a fragment into ``hub_settings``' result, extending the
 lists (``services``, ``load_roles``) and dicts already there instead of replacing them.
@@ -74,6 +79,38 @@ def idle_culler_settings(site: Site, python: str) -> dict[str, dict[str, Any]]:
             "environment": {
                 "JUPYTERHUB_ACTIVITY_INTERVAL": str(activity_interval(culler.timeout)),
             },
+        },
+    }
+
+
+REPORTS_SERVICE = "reports"
+REPORTS_ROLE = "reports-service"
+
+
+def reports_settings(site: Site, python: str, site_file: str) -> dict[str, dict[str, Any]]:
+    """The config fragment that runs the Reports service with ``python`` (the hub's own)."""
+    return {
+        "JupyterHub": {
+            "services": [
+                {
+                    "name": REPORTS_SERVICE,
+                    "display": True,
+                    "url": f"http://127.0.0.1:{site.reports.port}",
+                    "command": [python, "-m", "factoryhub.hub.reports.service"],
+                    "environment": {"FACTORYHUB_SITE_FILE": site_file},
+                    "cwd": site.hub.state_dir,
+                    "oauth_no_confirm": True,
+                }
+            ],
+            "load_roles": [
+                {
+                    "name": REPORTS_ROLE,
+                    "description": "The Reports service: read users' groups and admin flag",
+                    "scopes": ["read:users"],
+                    "services": [REPORTS_SERVICE],
+                }
+            ],
+            "extra_user_scopes": [f"access:services!service={REPORTS_SERVICE}"],
         },
     }
 

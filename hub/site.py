@@ -57,6 +57,7 @@ from .site_model import (
     SpawnerSettings,
     UnixUsers,
 )
+from .site_reports import build_reports
 
 __all__ = [
     "AuthSettings",
@@ -239,6 +240,7 @@ def _build(d: dict[str, Any]) -> Site:
             every=int(culler["every"]),
         ),
         dask=build_dask(d["dask"]),
+        reports=build_reports(d["reports"], [p["name"] for p in slurm["partitions"]]),
     )
 
 

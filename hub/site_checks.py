@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 
 from .site_dask import dask_problems
+from .site_reports import reports_problems
 
 _HERE = Path(__file__).resolve().parent
 _SCHEMA_FILE = "site_schema.json"
@@ -57,6 +58,10 @@ _PATTERN_MEANING: dict[str, str] = {
         "a group name (letters, digits and _.:/@+#-, starting with a letter or digit)"
     ),
     "^[!-~]+$": "printable ASCII without spaces",
+    "^([a-z_][a-z0-9_-]{0,31})?$": "a POSIX name (as above), or empty",
+    "^(\\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$": (
+        "* or a report name (a notebook's file name without .ipynb: letters, digits and _.-)"
+    ),
     "^[A-Z_][A-Z0-9_]{0,63}$": "an environment variable name (A-Z, 0-9 and _)",
     "^[!-~]{1,64}$": "printable ASCII without spaces, at most 64 characters",
     "^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$": "a claim name (letters, digits and _.:-)",
@@ -398,6 +403,16 @@ def _cross_problems(data: Any) -> list[Problem]:
     ]
     problems += [
         Problem(path, msg) for path, msg in dask_problems(data.get("dask"), declared, names)
+    ]
+    projects = data.get("projects")
+    project_names = [
+        p["name"]
+        for p in (projects if isinstance(projects, list) else ())
+        if isinstance(p, Mapping) and isinstance(p.get("name"), str)
+    ]
+    problems += [
+        Problem(path, msg)
+        for path, msg in reports_problems(data.get("reports"), declared, project_names)
     ]
     return problems
 

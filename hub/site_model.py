@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .site_dask import DaskSettings
+from .site_reports import ReportsSettings
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,14 @@ class Site:
     projects: tuple[Project, ...] = ()
     idle_culler: IdleCuller = IdleCuller()
     dask: DaskSettings = field(default_factory=DaskSettings)
+    reports: ReportsSettings = field(default_factory=ReportsSettings)
+
+    def project(self, name: str) -> Project:
+        """The project called ``name`` (KeyError if there is none)."""
+        for p in self.projects:
+            if p.name == name:
+                return p
+        raise KeyError(name)
 
     def profile(self, name: str) -> Profile:
         """The profile called ``name`` (KeyError if there is none)."""

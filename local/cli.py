@@ -40,6 +40,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     created = site_setup.project_accounts(site)
     if created:
         _say(f"Slurm accounts of the projects created: {', '.join(created)}")
+    service_user = site_setup.reports_service_user(site)
+    if service_user:
+        _say(f"scheduled site reports run as {service_user}")
     idp_pid = site_setup.idp_up(site)
     if idp_pid:
         assert site.auth.oidc is not None

@@ -55,5 +55,20 @@ def project_accounts(site: Site) -> list[str]:
     ]
 
 
+def reports_service_user(site: Site) -> str:
+    """The Unix user that runs scheduled site reports, with an association to its project's
+    account ("" when the site has none)."""
+    name = site.reports.service_user
+    if not (site.reports.enabled and name):
+        return ""
+    from . import slurm
+
+    slurm.create_unix_user(name)
+    account = site.project(site.reports.service_project).account
+    accounting.ensure_account(account, site.reports.service_project)
+    accounting.ensure_user_in_account(name, account)
+    return name
+
+
 def load(path: Path) -> Site:
     return load_site(path)

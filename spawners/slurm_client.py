@@ -236,6 +236,27 @@ class LocalSlurmClient:
             return
         self._raise_for(result, f"cancelling job {job_id}")
 
-    async def run_as(self, username: str, argv: Sequence[str]) -> CommandResult:
-        """Run a plain command as the user (e.g. creating the log directory)."""
-        return await self._run(self._as_user(username, argv))
+    async def accounted_state(self, job_id: str) -> str:
+        """The state Slurm accounting (``sacct``) recorded for a job, e.g. ``COMPLETED``;
+        "" when it has no record of it."""
+        if not job_id.isdigit():
+            raise ValueError(f"not a Slurm job id: {job_id!r}")
+        argv = [
+            "sacct",
+            "--noheader",
+            "--parsable2",
+            "--allocations",
+            f"--jobs={job_id}",
+            "--format=State",
+        ]
+        result = await self._run(argv)
+        self._raise_for(result, "the accounting query")
+        states = [ln.split()[0] for ln in result.stdout.splitlines() if ln.strip()]
+        return states[0] if states else ""
+
+    async def run_as(
+        self, username: str, argv: Sequence[str], input: str | None = None
+    ) -> CommandResult:
+        """Run a plain command as the user (e.g. creating the log directory), with ``input``
+        on its standard input."""
+        return await self._run(self._as_user(username, argv), input=input)

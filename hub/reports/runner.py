@@ -96,26 +96,37 @@ def render_script(
     )
 
 
-def write_parameters(paths: RunPaths, values: Mapping[str, Any]) -> None:
+def parameters_json(values: Mapping[str, Any]) -> str:
     """The validated values, as papermill's ``-f`` file (YAML accepts JSON)."""
-    paths.out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    paths.parameters.write_text(json.dumps(dict(values), indent=2))
+    return json.dumps(dict(values), indent=2)
 
 
 @dataclass(frozen=True)
 class Outcome:
+    executed: bool  # an executed notebook was there to read
     failed: bool
     failed_cell: int | None  # index among the notebook's cells
     error: str  # "Name: message" and the traceback's last lines
 
 
 def read_outcome(executed: str | Path) -> Outcome:
-    """What the executed notebook says: papermill marks the cell that raised
-    (``metadata.papermill.exception``) and keeps its error output."""
+    """What the executed notebook at ``executed`` says."""
     try:
-        nb = json.loads(Path(executed).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        return Outcome(True, None, f"no executed notebook ({e})")
+        data = Path(executed).read_bytes()
+    except OSError:
+        data = None
+    return read_outcome_bytes(data)
+
+
+def read_outcome_bytes(data: bytes | None) -> Outcome:
+    """What an executed notebook says: papermill marks the cell that raised
+    (``metadata.papermill.exception``) and keeps its error output."""
+    if data is None:
+        return Outcome(False, True, None, "no executed notebook")
+    try:
+        nb = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return Outcome(False, True, None, f"the executed notebook cannot be read ({e})")
     for index, cell in enumerate(nb.get("cells", [])):
         if not cell.get("metadata", {}).get("papermill", {}).get("exception"):
             continue
@@ -123,7 +134,7 @@ def read_outcome(executed: str | Path) -> Outcome:
             if output.get("output_type") == "error":
                 trace = "\n".join(output.get("traceback", [])[-3:])
                 return Outcome(
-                    True, index, f"{output.get('ename')}: {output.get('evalue')}\n{trace}"
+                    True, True, index, f"{output.get('ename')}: {output.get('evalue')}\n{trace}"
                 )
-        return Outcome(True, index, "the cell raised an exception")
-    return Outcome(False, None, "")
+        return Outcome(True, True, index, "the cell raised an exception")
+    return Outcome(True, False, None, "")

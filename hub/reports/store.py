@@ -29,6 +29,9 @@ CREATE TABLE IF NOT EXISTS runs (
     report TEXT NOT NULL,
     user TEXT NOT NULL,
     parameters TEXT NOT NULL,
+    project TEXT NOT NULL DEFAULT '',
+    account TEXT NOT NULL DEFAULT '',
+    run_as TEXT NOT NULL DEFAULT '',
     status TEXT NOT NULL,
     job_id TEXT NOT NULL DEFAULT '',
     schedule_id INTEGER,
@@ -47,6 +50,7 @@ CREATE TABLE IF NOT EXISTS schedules (
     user TEXT NOT NULL,
     cron TEXT NOT NULL,
     parameters TEXT NOT NULL,
+    project TEXT NOT NULL DEFAULT '',
     enabled INTEGER NOT NULL DEFAULT 1,
     created TEXT NOT NULL,
     last_fired TEXT NOT NULL
@@ -68,6 +72,9 @@ class Run:
     report: str
     user: str
     parameters: dict[str, Any]
+    project: str
+    account: str
+    run_as: str
     status: str
     job_id: str
     schedule_id: int | None
@@ -94,6 +101,7 @@ class Schedule:
     user: str
     cron: str
     parameters: dict[str, Any]
+    project: str
     enabled: bool
     created: str
     last_fired: str
@@ -124,13 +132,28 @@ class RunStore:
         report: str,
         user: str,
         parameters: Mapping[str, Any],
+        *,
+        project: str = "",
+        account: str = "",
+        run_as: str = "",
         schedule_id: int | None = None,
     ) -> Run:
+        """A new queued run of ``report``, asked for by ``user``, to run as ``run_as``
+        (default: ``user``) under ``account``."""
         with self._db() as db:
             cur = db.execute(
-                "INSERT INTO runs (report, user, parameters, status, schedule_id, created) "
-                "VALUES (?, ?, ?, 'queued', ?, ?)",
-                (report, user, json.dumps(dict(parameters)), schedule_id, _now()),
+                "INSERT INTO runs (report, user, parameters, project, account, run_as, status, "
+                "schedule_id, created) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                (
+                    report,
+                    user,
+                    json.dumps(dict(parameters)),
+                    project,
+                    account,
+                    run_as or user,
+                    schedule_id,
+                    _now(),
+                ),
             )
             run_id = cur.lastrowid
         assert run_id is not None
@@ -196,14 +219,19 @@ class RunStore:
     # ------------------------------------------------------------------ schedules
 
     def add_schedule(
-        self, report: str, user: str, cron: str, parameters: Mapping[str, Any]
+        self,
+        report: str,
+        user: str,
+        cron: str,
+        parameters: Mapping[str, Any],
+        project: str = "",
     ) -> Schedule:
         now = _now()
         with self._db() as db:
             cur = db.execute(
-                "INSERT INTO schedules (report, user, cron, parameters, created, last_fired) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (report, user, cron, json.dumps(dict(parameters)), now, now),
+                "INSERT INTO schedules (report, user, cron, parameters, project, created, "
+                "last_fired) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (report, user, cron, json.dumps(dict(parameters)), project, now, now),
             )
             schedule_id = cur.lastrowid
         assert schedule_id is not None
@@ -228,6 +256,12 @@ class RunStore:
                 "UPDATE schedules SET last_fired = ? WHERE id = ?",
                 (when.isoformat(timespec="seconds"), schedule_id),
             )
+
+    def delete_schedule(self, schedule_id: int) -> None:
+        """Remove a schedule; its past runs stay in the history."""
+        self.schedule(schedule_id)
+        with self._db() as db:
+            db.execute("DELETE FROM schedules WHERE id = ?", (schedule_id,))
 
     def enable(self, schedule_id: int, enabled: bool) -> Schedule:
         with self._db() as db:

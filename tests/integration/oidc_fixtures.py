@@ -6,7 +6,10 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
@@ -14,6 +17,7 @@ import httpx
 import pytest
 import yaml
 
+from factoryhub.local import slurm as local_slurm
 from factoryhub.spawners import slurm_accounts
 
 from .hub_fixtures import OIDC_HUB_PORTS, RunningHub, example_site
@@ -21,6 +25,16 @@ from .idp_fixtures import RunningIdp
 
 # The test users of idp_fixtures: fhtest-oidc is in project fhtest-lab; fhtest-oidc-two in
 # fhtest-lab and acme-ai; fhtest-oidc-nogroups in none.
+REPORTS_PORT = 18101
+REPORTS_USER = "fhtest-reports"  # runs the oidc hub's scheduled reports
+REPORT_NOTEBOOKS = Path(__file__).parent / "report_notebooks"
+# fhtest-oidc may do everything with every report; acme-ai members (fhtest-oidc-two) may only
+# run "quick"; fhtest-oidc-nogroups may do nothing.
+REPORTS_ACCESS = [
+    {"users": ["fhtest-oidc"], "allow": ["run", "schedule", "see_all"]},
+    {"groups": ["acme-ai"], "reports": ["quick"], "allow": ["run"]},
+]
+
 TEST_PROJECT = {
     "name": "fhtest-lab",
     "display_name": "FH Test Lab",
@@ -61,6 +75,26 @@ def oidc_hub(
     site["spawner"]["python_env"] = str(RunningHub.venv())
     for project in site["projects"]:
         slurm_accounts.ensure_account(project["account"], project["display_name"])
+    # The test report notebooks, where every test user can read them (pytest's own
+    # temporary folders are root's alone).
+    reports_dir = Path(tempfile.mkdtemp(prefix="factoryhub-test-reports-"))
+    reports_dir.chmod(0o755)
+    for notebook in REPORT_NOTEBOOKS.glob("*.ipynb"):
+        shutil.copy(notebook, reports_dir / notebook.name)
+        (reports_dir / notebook.name).chmod(0o644)
+    local_slurm.create_unix_user(REPORTS_USER)
+    slurm_accounts.ensure_user_in_account(REPORTS_USER, TEST_PROJECT["account"])
+    site["reports"] = {
+        "enabled": True,
+        "port": REPORTS_PORT,
+        "folders": [str(reports_dir)],
+        "job": {"partition": "batch", "walltime": "00:10:00"},
+        "min_interval_minutes": 1,
+        "poll_interval": 1,
+        "service_user": REPORTS_USER,
+        "service_project": TEST_PROJECT["name"],
+        "access": REPORTS_ACCESS,
+    }
     site_file = state / "factory.yaml"
     site_file.write_text(yaml.safe_dump(site))
     hub = RunningHub(
@@ -75,7 +109,8 @@ def oidc_hub(
         yield hub
     finally:
         hub.stop()
-        cancel_jobs_of(["fhtest-oidc", "fhtest-oidc-two", "fhtest-oidc-nogroups"])
+        cancel_jobs_of(["fhtest-oidc", "fhtest-oidc-two", "fhtest-oidc-nogroups", REPORTS_USER])
+        shutil.rmtree(reports_dir, ignore_errors=True)
 
 
 def hub_sign_in(

@@ -28,6 +28,7 @@ def local_site(**culler: Any) -> dict[str, Any]:
     data["auth"]["type"] = "local"
     del data["auth"]["oidc"]
     del data["idle_culler"]
+    data["reports"] = {"enabled": False}  # its own tests below
     if culler:
         data["idle_culler"] = culler
     return data
@@ -195,3 +196,37 @@ def test_merge_extends_lists_and_dicts_and_copies() -> None:
     settings["A"]["new"].append(2)
     settings["B"]["x"]["k"] = 9
     assert fragment == {"A": {"l": [3], "d": {"y": 2}, "v": 5, "new": [1]}, "B": {"x": {"k": 1}}}
+
+
+# --------------------------------------------------------------------------- the Reports service
+
+
+def test_hub_settings_run_the_reports_service_for_every_user() -> None:
+    data = local_site()
+    data["reports"] = yaml.safe_load(site.example_site_path().read_text())["reports"]
+    data["reports"]["port"] = 10555
+    settings = hub_settings(parse_site(data), {}, python=PYTHON, site_file="/etc/f.yaml")
+    hub = settings["JupyterHub"]
+    (service,) = [svc for svc in hub["services"] if svc["name"] == "reports"]
+    assert service["url"] == "http://127.0.0.1:10555"
+    assert service["command"] == [PYTHON, "-m", "factoryhub.hub.reports.service"]
+    assert service["environment"] == {"FACTORYHUB_SITE_FILE": "/etc/f.yaml"}
+    assert service["oauth_no_confirm"] is True
+    # the service's own token reads users (groups, admin), nothing more
+    roles = {r["name"]: r for r in hub["load_roles"]}
+    assert roles["reports-service"] == {
+        "name": "reports-service",
+        "description": roles["reports-service"]["description"],
+        "scopes": ["read:users"],
+        "services": ["reports"],
+    }
+    # everyone may reach the service; it decides who may run what
+    assert hub["extra_user_scopes"] == ["access:services!service=reports"]
+    assert hub["template_vars"]["factoryhub_reports_url"] == "/services/reports/"
+
+
+def test_a_site_without_reports_has_no_reports_service() -> None:
+    hub = hub_settings(parse_site(local_site()), {}, python=PYTHON)["JupyterHub"]
+    assert "reports" not in [svc["name"] for svc in hub["services"]]
+    assert "extra_user_scopes" not in hub
+    assert "factoryhub_reports_url" not in hub["template_vars"]

@@ -197,7 +197,7 @@ def test_unknown_top_level_key() -> None:
     err = errors_of(data)
     assert lines_of(err) == [
         'factory.yaml: unknown key "hubb" '
-        "(allowed: hub, auth, slurm, spawner, profiles, projects, idle_culler, dask)"
+        "(allowed: hub, auth, slurm, spawner, profiles, projects, idle_culler, dask, reports)"
     ]
 
 
@@ -306,6 +306,7 @@ def test_duplicate_names() -> None:
     data = example()
     data["profiles"][2]["name"] = "cpu-small"
     data["projects"] = []
+    del data["reports"]  # its service_project names a project
     data["slurm"]["partitions"].append({"name": "batch"})
     err = errors_of(data)
     assert err.paths == ["profiles[2].name", "slurm.partitions[2].name"]
@@ -343,6 +344,7 @@ def test_empty_lists() -> None:
     data = example()
     data["profiles"] = []
     data["projects"] = []
+    del data["reports"]  # its service_project names a project
     assert errors_of(data).paths == ["profiles"]
     data = example()
     data["profiles"][0]["allowed_users"] = []
@@ -589,4 +591,5 @@ def test_oidc_settings_are_required_with_type_oidc() -> None:
 def test_projects_are_optional() -> None:
     data = example()
     del data["projects"]
+    del data["reports"]  # its service_project names a project
     assert parse_site(data).projects == ()

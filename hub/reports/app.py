@@ -1,0 +1,483 @@
+"""The Reports service's web side: pages behind the hub's login (JupyterHub OAuth) and a JSON
+API for scripts (a hub token in the ``Authorization`` header). Both go through the same
+:class:`ReportEngine` calls; the pages only add forms and redirects around them."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.utils import url_path_join
+from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+from . import schedules
+from .access import Person
+from .catalog import Report
+from .engine import Refused, ReportEngine
+from .store import FINAL, Run, Schedule
+
+PERSON_TTL_S = 15.0
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+class People:
+    """A user's groups and admin flag, from the hub's API (the service's own token)."""
+
+    def __init__(self, api_url: str, token: str) -> None:
+        self.api_url = api_url
+        self.token = token
+        self._cache: dict[str, tuple[float, Person]] = {}
+
+    async def person(self, name: str) -> Person:
+        cached = self._cache.get(name)
+        if cached and time.monotonic() - cached[0] < PERSON_TTL_S:
+            return cached[1]
+        url = url_path_join(self.api_url, "users", quote(name, safe=""))
+        try:
+            response = await AsyncHTTPClient().fetch(
+                url, headers={"Authorization": f"token {self.token}"}, request_timeout=10
+            )
+        except HTTPClientError as e:
+            raise Refused(503, f"The hub did not tell who {name} is ({e.code}).") from e
+        model = json.loads(response.body)
+        person = Person(name, frozenset(model.get("groups") or ()), bool(model.get("admin")))
+        self._cache[name] = (time.monotonic(), person)
+        return person
+
+
+def run_json(run: Run, prefix: str) -> dict[str, Any]:
+    links = {"page": url_path_join(prefix, "runs", str(run.id))}
+    if run.notebook_path:
+        links["notebook"] = url_path_join(prefix, "runs", str(run.id), "notebook")
+    if run.html_path:
+        links["html"] = url_path_join(prefix, "runs", str(run.id), "html")
+    if run.job_id:
+        links["log"] = url_path_join(prefix, "runs", str(run.id), "log")
+    return {
+        "id": run.id,
+        "report": run.report,
+        "user": run.user,
+        "run_as": run.run_as,
+        "project": run.project,
+        "account": run.account,
+        "parameters": run.parameters,
+        "status": run.status,
+        "job_id": run.job_id,
+        "schedule_id": run.schedule_id,
+        "created": run.created,
+        "started": run.started,
+        "finished": run.finished,
+        "duration_s": run.duration_s,
+        "error": run.error,
+        "failed_cell": run.failed_cell,
+        "links": links,
+    }
+
+
+def schedule_json(s: Schedule, count: int = 3) -> dict[str, Any]:
+    now = datetime.now().astimezone()
+    return {
+        "id": s.id,
+        "report": s.report,
+        "user": s.user,
+        "cron": s.cron,
+        "parameters": s.parameters,
+        "project": s.project,
+        "enabled": s.enabled,
+        "last_fired": s.last_fired,
+        "next_runs": [
+            t.isoformat(timespec="minutes") for t in schedules.next_runs(s.cron, now, count)
+        ],
+    }
+
+
+class BaseHandler(HubOAuthenticated, web.RequestHandler):
+    @property
+    def engine(self) -> ReportEngine:
+        return self.settings["engine"]
+
+    @property
+    def prefix(self) -> str:
+        return self.settings["prefix"]
+
+    def check_xsrf_cookie(self) -> None:
+        """Scripts send a token in the Authorization header, which no other site can make a
+        browser send: they need no XSRF token. Pages' forms (the hub's cookie) do."""
+        if self.request.headers.get("Authorization", "").startswith(("token ", "Bearer ")):
+            return
+        super().check_xsrf_cookie()
+
+    async def me(self) -> Person:
+        user = self.current_user
+        assert user is not None
+        return await self.settings["people"].person(user["name"])
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        self.finish({"status": status_code, "message": message})
+
+
+class ApiHandler(BaseHandler):
+    """JSON in and out; a :class:`Refused` answers with its status and message."""
+
+    def body(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except json.JSONDecodeError:
+            raise Refused(400, "The request body is not JSON.") from None
+        if not isinstance(data, dict):
+            raise Refused(400, "The request body must be a JSON object.")
+        return data
+
+    def refuse(self, e: Refused) -> None:
+        self.set_status(e.status)
+        self.finish({"status": e.status, "message": e.message, "problems": e.problems})
+
+
+def api(method: Any) -> Any:
+    """Authenticated API method whose :class:`Refused` becomes a JSON answer."""
+
+    @web.authenticated
+    async def wrapper(self: ApiHandler, *args: str) -> None:
+        try:
+            await method(self, *args)
+        except Refused as e:
+            self.refuse(e)
+
+    return wrapper
+
+
+class ReportsApi(ApiHandler):
+    @api
+    async def get(self, name: str = "") -> None:
+        me = await self.me()
+        if name:
+            report = self.engine.catalog.get(name)
+            if report is None or not self.engine.access.reports_for(me, [name]):
+                raise Refused(404, f"There is no report called {name!r} you may use.")
+            self.finish(report.to_json())
+            return
+        reports = self.engine.catalog.reports()
+        allowed = set(self.engine.access.reports_for(me, [r.name for r in reports]))
+        self.finish({"reports": [r.to_json() for r in reports if r.name in allowed]})
+
+
+class RunsApi(ApiHandler):
+    @api
+    async def get(self, run_id: str = "") -> None:
+        me = await self.me()
+        if run_id:
+            self.finish(run_json(self.engine.visible_run(me, int(run_id)), self.prefix))
+            return
+        report = self.get_argument("report", "")
+        limit = max(1, min(1000, int(self.get_argument("limit", "200"))))
+        runs = self.engine.visible_runs(me, report, limit)
+        self.finish({"runs": [run_json(r, self.prefix) for r in runs]})
+
+    @api
+    async def post(self, run_id: str = "") -> None:
+        me = await self.me()
+        if run_id:
+            raise Refused(405, "POST to api/runs to start a run.")
+        data = self.body()
+        parameters = data.get("parameters") or {}
+        if not isinstance(parameters, Mapping):
+            raise Refused(400, "parameters must be an object of name: value.")
+        run = await self.engine.run_now(
+            me, str(data.get("report", "")), parameters, str(data.get("project", ""))
+        )
+        self.set_status(201)
+        self.finish(run_json(run, self.prefix))
+
+
+class RunActionApi(ApiHandler):
+    @api
+    async def post(self, run_id: str, action: str) -> None:
+        me = await self.me()
+        if action == "cancel":
+            run = await self.engine.cancel(me, int(run_id))
+            self.finish(run_json(run, self.prefix))
+        else:
+            run = await self.engine.rerun(me, int(run_id))
+            self.set_status(201)
+            self.finish(run_json(run, self.prefix))
+
+
+class SchedulesApi(ApiHandler):
+    @api
+    async def get(self, schedule_id: str = "") -> None:
+        me = await self.me()
+        found = self.engine.visible_schedules(me)
+        self.finish({"schedules": [schedule_json(s) for s in found]})
+
+    @api
+    async def post(self, schedule_id: str = "") -> None:
+        me = await self.me()
+        data = self.body()
+        parameters = data.get("parameters") or {}
+        if not isinstance(parameters, Mapping):
+            raise Refused(400, "parameters must be an object of name: value.")
+        made = self.engine.add_schedule(
+            me,
+            str(data.get("report", "")),
+            str(data.get("cron", "")),
+            parameters,
+            str(data.get("project", "")),
+        )
+        self.set_status(201)
+        self.finish(schedule_json(made))
+
+    @api
+    async def delete(self, schedule_id: str = "") -> None:
+        me = await self.me()
+        self.engine.delete_schedule(me, int(schedule_id or 0))
+        self.set_status(204)
+        self.finish()
+
+
+class NextRunsApi(ApiHandler):
+    @api
+    async def get(self) -> None:
+        now = datetime.now().astimezone()
+        try:
+            cron = schedules.check(self.get_argument("cron", ""), now, self.engine.min_interval())
+        except schedules.ScheduleError as e:
+            raise Refused(400, str(e)) from None
+        runs = schedules.next_runs(cron, now, 5)
+        self.finish({"cron": cron, "next_runs": [t.isoformat(timespec="minutes") for t in runs]})
+
+
+# --------------------------------------------------------------------------- pages
+
+
+class PageHandler(BaseHandler):
+    def render_page(self, template: str, status: int = 200, **values: Any) -> None:
+        env: jinja2.Environment = self.settings["jinja"]
+        self.set_status(status)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(
+            env.get_template(template).render(
+                prefix=self.prefix,
+                hub_prefix=self.settings["hub_prefix"],
+                user=self.current_user,
+                xsrf=self.xsrf_token.decode(),
+                url=url_path_join,
+                **values,
+            )
+        )
+
+    def refused_page(self, e: Refused) -> None:
+        self.render_page("refused.html", status=e.status, error=e)
+
+
+def page(method: Any) -> Any:
+    @web.authenticated
+    async def wrapper(self: PageHandler, *args: str) -> None:
+        try:
+            await method(self, *args)
+        except Refused as e:
+            self.refused_page(e)
+
+    return wrapper
+
+
+def form_values(handler: web.RequestHandler, report: Report) -> dict[str, Any]:
+    """What the form sent, by parameter; an unticked checkbox sends nothing: false."""
+    values: dict[str, Any] = {}
+    for p in report.parameters:
+        raw = handler.get_body_argument(f"p_{p.name}", None)
+        if p.type == "bool":
+            values[p.name] = raw is not None
+        elif raw is not None:
+            values[p.name] = raw
+    return values
+
+
+class IndexPage(PageHandler):
+    @page
+    async def get(self) -> None:
+        me = await self.me()
+        reports = self.engine.catalog.reports()
+        allowed = set(self.engine.access.reports_for(me, [r.name for r in reports]))
+        self.render_page(
+            "index.html",
+            me=me,
+            reports=[r for r in reports if r.name in allowed],
+            runs=self.engine.visible_runs(me, limit=50),
+            schedules=[schedule_json(s) for s in self.engine.visible_schedules(me)],
+            final=FINAL,
+        )
+
+
+class ReportPage(PageHandler):
+    def report_or_refuse(self, me: Person, name: str) -> Report:
+        report = self.engine.catalog.get(name)
+        if report is None or not self.engine.access.reports_for(me, [name]):
+            raise Refused(404, f"There is no report called {name!r} you may use.")
+        return report
+
+    def show(self, me: Person, report: Report, status: int = 200, **values: Any) -> None:
+        self.render_page(
+            "report.html",
+            status=status,
+            me=me,
+            report=report,
+            projects=self.engine.projects_of(me),
+            may_run=self.engine.access.may(me, "run", report.name),
+            may_schedule=self.engine.access.may(me, "schedule", report.name),
+            service_user=self.engine.settings.service_user,
+            min_interval=self.engine.settings.min_interval_minutes,
+            runs=self.engine.visible_runs(me, report.name, 50),
+            schedules=[
+                schedule_json(s)
+                for s in self.engine.visible_schedules(me)
+                if s.report == report.name
+            ],
+            final=FINAL,
+            **values,
+        )
+
+    @page
+    async def get(self, name: str) -> None:
+        me = await self.me()
+        self.show(me, self.report_or_refuse(me, name))
+
+    @page
+    async def post(self, name: str, action: str) -> None:
+        me = await self.me()
+        report = self.report_or_refuse(me, name)
+        values = form_values(self, report)
+        project = self.get_body_argument("project", "")
+        try:
+            if action == "run":
+                run = await self.engine.run_now(me, name, values, project)
+                self.redirect(url_path_join(self.prefix, "runs", str(run.id)))
+                return
+            cron = self.get_body_argument("cron", "")
+            self.engine.add_schedule(me, name, cron, values, project)
+            self.redirect(url_path_join(self.prefix, "report", name) + "?scheduled=1#schedules")
+        except Refused as e:
+            if e.status != 400:
+                raise
+            self.show(
+                me,
+                report,
+                status=400,
+                error=e,
+                sent=values,
+                sent_cron=self.get_body_argument("cron", ""),
+            )
+
+
+class RunPage(PageHandler):
+    @page
+    async def get(self, run_id: str) -> None:
+        me = await self.me()
+        run = self.engine.visible_run(me, int(run_id))
+        report = self.engine.catalog.get(run.report)
+        self.render_page(
+            "run.html",
+            me=me,
+            run=run,
+            title=report.title if report else run.report,
+            may_cancel=run.user == me.name or me.admin,
+            may_rerun=self.engine.access.may(me, "run", run.report),
+            final=FINAL,
+        )
+
+    @page
+    async def post(self, run_id: str, action: str) -> None:
+        me = await self.me()
+        if action == "cancel":
+            run = await self.engine.cancel(me, int(run_id))
+        else:
+            run = await self.engine.rerun(me, int(run_id))
+        self.redirect(url_path_join(self.prefix, "runs", str(run.id)))
+
+
+class OutputPage(PageHandler):
+    """A run's executed notebook (a download), its HTML (sandboxed: the notebook's scripts
+    run in an origin of their own, never with the service's cookies) or its job log."""
+
+    @page
+    async def get(self, run_id: str, kind: str) -> None:
+        me = await self.me()
+        run = self.engine.visible_run(me, int(run_id))
+        key = {"notebook": "ipynb", "html": "html", "log": "log"}[kind]
+        data = self.engine.output(run, key)
+        if kind == "html":
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            self.set_header("Content-Security-Policy", "sandbox allow-scripts allow-popups")
+        elif kind == "notebook":
+            self.set_header("Content-Type", "application/x-ipynb+json")
+            self.set_header(
+                "Content-Disposition", f'attachment; filename="{run.report}-run-{run.id}.ipynb"'
+            )
+        else:
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.finish(data)
+
+
+class ScheduleDeletePage(PageHandler):
+    @page
+    async def post(self, schedule_id: str) -> None:
+        me = await self.me()
+        self.engine.delete_schedule(me, int(schedule_id))
+        self.redirect(self.get_body_argument("next", self.prefix))
+
+
+def make_app(
+    engine: ReportEngine, prefix: str, hub_prefix: str, people: People, **settings: Any
+) -> web.Application:
+    def at(path: str) -> str:
+        return url_path_join(prefix, path)
+
+    jinja = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True, trim_blocks=True
+    )
+    jinja.filters["when"] = lambda iso: (
+        datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S") if iso else ""
+    )
+    jinja.filters["duration"] = lambda s: (
+        "" if s is None else f"{s:.0f} s" if s < 120 else (f"{s / 60:.1f} min")
+    )
+    jinja.filters["tojson_compact"] = lambda v: json.dumps(v, separators=(", ", ": "))
+    return web.Application(
+        [
+            (prefix.rstrip("/") + "/?", IndexPage),
+            (at("oauth_callback"), HubOAuthCallbackHandler),
+            (at("report/([^/]+)"), ReportPage),
+            (at("report/([^/]+)/(run|schedule)"), ReportPage),
+            (at(r"runs/(\d+)"), RunPage),
+            (at(r"runs/(\d+)/(cancel|rerun)"), RunPage),
+            (at(r"runs/(\d+)/(notebook|html|log)"), OutputPage),
+            (at(r"schedules/(\d+)/delete"), ScheduleDeletePage),
+            (at("api/reports"), ReportsApi),
+            (at("api/reports/([^/]+)"), ReportsApi),
+            (at("api/runs"), RunsApi),
+            (at(r"api/runs/(\d+)"), RunsApi),
+            (at(r"api/runs/(\d+)/(cancel|rerun)"), RunActionApi),
+            (at("api/schedules"), SchedulesApi),
+            (at(r"api/schedules/(\d+)"), SchedulesApi),
+            (at("api/next-runs"), NextRunsApi),
+        ],
+        engine=engine,
+        prefix=prefix,
+        hub_prefix=hub_prefix,
+        people=people,
+        jinja=jinja,
+        hub_auth=HubOAuth(cache_max_age=60),
+        cookie_secret=settings.pop("cookie_secret"),
+        xsrf_cookies=True,
+        **settings,
+    )

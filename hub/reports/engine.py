@@ -1,0 +1,416 @@
+"""What the Reports service does, apart from its pages: start a run as a Slurm job, follow
+its job to the end, fire schedules, cancel, and pick up where it left off after a restart.
+
+One ``squeue`` per tick follows every unfinished run. A run whose job Slurm no longer lists
+is finished from Slurm accounting (``sacct``) after two ticks in a row, never from one
+missing answer; when Slurm does not answer at all, runs stay as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import pwd
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from factoryhub.hub.site_model import Project, Site
+from factoryhub.spawners.slurm_client import LocalSlurmClient, SlurmError, SlurmUnavailable
+
+from . import runner, schedules
+from .access import Access, Person
+from .catalog import Catalog
+from .outputs import OutputMissing, log_tail, read_owned
+from .parameters import ParameterError, validate
+from .store import FINAL, Run, RunStore, Schedule
+
+log = logging.getLogger("factoryhub.reports")
+
+ENDED_BADLY = {
+    "TIMEOUT": "The job reached its time limit ({walltime}). Ask the factory's staff for a "
+    "longer reports.job.walltime, or give the report less to do.",
+    "OUT_OF_MEMORY": "The job ran out of memory ({memory_gb} GB). Give the report less to "
+    "do, or ask the factory's staff for more reports.job.memory_gb.",
+    "NODE_FAIL": "The node the job ran on failed. Re-run it.",
+    "BOOT_FAIL": "The node the job was given did not start. Re-run it.",
+    "PREEMPTED": "The job was preempted by a job of higher priority. Re-run it.",
+    "DEADLINE": "The job reached its deadline before it could finish. Re-run it.",
+}
+MISSES_TO_END = 2
+
+
+class Refused(Exception):
+    """A request the service turns down; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str, problems: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.problems = dict(problems or {})
+
+
+@dataclass(frozen=True)
+class UnixAccount:
+    name: str
+    uid: int
+    home: str
+
+
+def unix_account(name: str) -> UnixAccount:
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise Refused(409, f"There is no Unix user {name!r} on the factory to run as.") from None
+    return UnixAccount(name, entry.pw_uid, entry.pw_dir)
+
+
+class ReportEngine:
+    def __init__(
+        self,
+        site: Site,
+        store: RunStore,
+        catalog: Catalog,
+        client: LocalSlurmClient,
+        hub_tag: str,
+    ) -> None:
+        self.site = site
+        self.settings = site.reports
+        self.store = store
+        self.catalog = catalog
+        self.client = client
+        self.hub_tag = hub_tag
+        self.access = Access(self.settings.access)
+        self._misses: dict[int, int] = {}
+
+    # ------------------------------------------------------------------ who and where
+
+    def projects_of(self, person: Person) -> list[Project]:
+        return [p for p in self.site.projects if person.groups.intersection(p.groups)]
+
+    def pick_project(self, person: Person, name: str) -> Project:
+        mine = self.projects_of(person)
+        if not mine:
+            raise Refused(
+                403,
+                "You are in no project, so no Slurm account can pay for a report run. "
+                "Ask the factory's staff to add you to a project.",
+            )
+        if not name and len(mine) == 1:
+            return mine[0]
+        for p in mine:
+            if p.name == name:
+                return p
+        names = ", ".join(p.name for p in mine)
+        raise Refused(400, f"Choose the project that pays for the run: one of {names}.")
+
+    def job_name(self, run_id: int) -> str:
+        return f"{self.site.slurm.job_name_prefix}-report-{run_id}"
+
+    def paths(self, run: Run) -> tuple[UnixAccount, runner.RunPaths]:
+        account = unix_account(run.run_as)
+        root = self.settings.output_dir_for(account.home, account.name)
+        return account, runner.RunPaths.for_run(root, run.id, run.report)
+
+    # ------------------------------------------------------------------ starting runs
+
+    def check_run(
+        self, person: Person, report_name: str, values: Mapping[str, Any], action: str = "run"
+    ) -> dict[str, Any]:
+        """The report's validated parameters, or :class:`Refused` (unknown report, no right,
+        bad values)."""
+        report = self.catalog.get(report_name)
+        if report is None or not self.access.reports_for(person, [report_name]):
+            raise Refused(404, f"There is no report called {report_name!r} you may use.")
+        if not self.access.may(person, action, report_name):
+            raise Refused(403, self.access.refusal(action, report_name))
+        try:
+            return validate(report.parameters, values)
+        except ParameterError as e:
+            raise Refused(400, f"Some values do not fit the report: {e}", e.problems) from None
+
+    async def run_now(
+        self, person: Person, report_name: str, values: Mapping[str, Any], project: str = ""
+    ) -> Run:
+        checked = self.check_run(person, report_name, values)
+        chosen = self.pick_project(person, project)
+        run = self.store.add_run(
+            report_name, person.name, checked, project=chosen.name, account=chosen.account
+        )
+        return await self.submit(run)
+
+    async def rerun(self, person: Person, run_id: int) -> Run:
+        old = self.visible_run(person, run_id)
+        return await self.run_now(person, old.report, old.parameters, old.project)
+
+    async def submit(self, run: Run) -> Run:
+        """Write the run's parameters into its output folder (as the user who runs it) and
+        submit its job. A refusal or an outage fails the run with Slurm's message."""
+        report = self.catalog.get(run.report)
+        try:
+            if report is None:
+                raise SlurmError(f"the report notebook {run.report!r} is gone")
+            account, paths = self.paths(run)
+            await self._prepare(account, paths, run.parameters)
+            script = runner.render_script(
+                run_id=run.id,
+                report=run.report,
+                notebook=report.path,
+                paths=paths,
+                python=str(Path(self.site.spawner.python_env) / "bin" / "python"),
+                partition=self.settings.partition,
+                walltime=self.settings.walltime,
+                cpus=self.settings.cpus,
+                memory_gb=self.settings.memory_gb,
+                account=run.account,
+                job_name=self.job_name(run.id),
+                comment=f"{self.hub_tag}/report/{run.id}",
+            )
+            job_id = await self.client.submit(account.name, script, self._job_env(account))
+        except (SlurmError, SlurmUnavailable, Refused) as e:
+            message = e.message if isinstance(e, Refused) else str(e)
+            log.warning("report run %s not submitted: %s", run.id, message)
+            self.store.move(run.id, "failed", error=f"Not submitted: {message}")
+            if isinstance(e, SlurmUnavailable):
+                raise Refused(503, f"{message}. Nothing was started; try again shortly.") from e
+            raise Refused(409, f"The run could not be submitted: {message}") from e
+        log.info("report run %s (%s of %s) is Slurm job %s", run.id, run.report, run.user, job_id)
+        return self.store.set_job(run.id, job_id)
+
+    async def _prepare(
+        self, account: UnixAccount, paths: runner.RunPaths, parameters: Mapping[str, Any]
+    ) -> None:
+        made = await self.client.run_as(
+            account.name, ["mkdir", "-p", "-m", "0700", str(paths.out_dir)]
+        )
+        if made.returncode:
+            raise SlurmError(f"cannot make {paths.out_dir}: {made.stderr.strip()}")
+        await self.client.run_as(account.name, ["chmod", "0700", str(paths.out_dir.parent)])
+        text = runner.parameters_json(parameters)
+        wrote = await self.client.run_as(
+            account.name,
+            ["sh", "-c", 'umask 077 && cat > "$1"', "sh", str(paths.parameters)],
+            input=text,
+        )
+        if wrote.returncode:
+            raise SlurmError(f"cannot write {paths.parameters}: {wrote.stderr.strip()}")
+
+    def _job_env(self, account: UnixAccount) -> dict[str, str]:
+        venv_bin = str(Path(self.site.spawner.python_env) / "bin")
+        return {
+            "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": account.home,
+            "USER": account.name,
+            "LOGNAME": account.name,
+            "LANG": "C.UTF-8",
+            "MPLBACKEND": "Agg",
+        }
+
+    # ------------------------------------------------------------------ seeing and cancelling
+
+    def visible_run(self, person: Person, run_id: int) -> Run:
+        try:
+            run = self.store.run(run_id)
+        except ValueError:
+            raise Refused(404, f"There is no run {run_id}.") from None
+        if not self.access.may_see_run(person, run.user, run.report):
+            raise Refused(404, f"There is no run {run_id}.")
+        return run
+
+    def visible_runs(self, person: Person, report: str = "", limit: int = 200) -> list[Run]:
+        runs = self.store.runs(limit=2000)
+        seen = [
+            r
+            for r in runs
+            if (not report or r.report == report)
+            and self.access.may_see_run(person, r.user, r.report)
+        ]
+        return seen[:limit]
+
+    async def cancel(self, person: Person, run_id: int) -> Run:
+        run = self.visible_run(person, run_id)
+        if run.user != person.name and not person.admin:
+            raise Refused(403, "Only who started a run (or a hub admin) can cancel it.")
+        if run.status in FINAL:
+            return run
+        if run.job_id:
+            try:
+                await self.client.cancel(run.run_as, run.job_id)
+            except SlurmUnavailable as e:
+                raise Refused(503, f"{e}. The run goes on; try again shortly.") from e
+        return self.store.move(run.id, "cancelled", error=f"Cancelled by {person.name}.")
+
+    # ------------------------------------------------------------------ following jobs
+
+    async def recover(self) -> None:
+        """On start: runs that never got their job id (the service stopped between the two)
+        adopt their job if Slurm has it, or fail with a message; the rest is ``follow``'s."""
+        orphans = [r for r in self.store.unfinished() if not r.job_id]
+        if not orphans:
+            return
+        jobs = await self.client.jobs_named(f"{self.site.slurm.job_name_prefix}-report-", "all")
+        by_name = {j.name: j for j in jobs}
+        for run in orphans:
+            job = by_name.get(self.job_name(run.id))
+            if job is not None:
+                log.info("report run %s adopts job %s", run.id, job.job_id)
+                self.store.set_job(run.id, job.job_id)
+            else:
+                self.store.move(
+                    run.id,
+                    "failed",
+                    error="The service stopped before the job was submitted. Re-run it.",
+                )
+
+    async def follow(self) -> None:
+        """One look at every unfinished run's job; moves runs whose state changed."""
+        runs = [r for r in self.store.unfinished() if r.job_id]
+        if not runs:
+            return
+        try:
+            jobs = await self.client.query([r.job_id for r in runs])
+        except SlurmUnavailable as e:
+            log.warning("report runs not followed this time: %s", e)
+            return
+        for run in runs:
+            job = jobs.get(run.job_id)
+            if job is not None and job.active:
+                self._misses.pop(run.id, None)
+                if job.running and run.status == "queued":
+                    self.store.move(run.id, "running")
+                continue
+            if job is not None:
+                await self.finish(run, job.state)
+                continue
+            self._misses[run.id] = self._misses.get(run.id, 0) + 1
+            if self._misses[run.id] >= MISSES_TO_END:
+                try:
+                    state = await self.client.accounted_state(run.job_id)
+                except (SlurmUnavailable, SlurmError) as e:
+                    log.warning("run %s: job %s not listed, sacct: %s", run.id, run.job_id, e)
+                    state = ""
+                await self.finish(run, state)
+
+    async def finish(self, run: Run, state: str) -> Run:
+        """Record how ``run`` ended: its job's final ``state`` and what its outputs say."""
+        self._misses.pop(run.id, None)
+        account, paths = self.paths(run)
+        outcome = runner.read_outcome_bytes(self._read(paths.executed, account.uid))
+        fields: dict[str, Any] = {
+            "notebook_path": str(paths.executed) if outcome.executed else "",
+            "html_path": str(paths.html) if self._exists(paths.html, account.uid) else "",
+        }
+        if state.startswith("CANCELLED"):
+            return self.store.move(run.id, "cancelled", error="The job was cancelled.", **fields)
+        if state in ENDED_BADLY:
+            error = ENDED_BADLY[state].format(
+                walltime=self.settings.walltime, memory_gb=self.settings.memory_gb
+            )
+            return self.store.move(run.id, "failed", error=error, **fields)
+        if outcome.executed and not outcome.failed and state in ("COMPLETED", ""):
+            return self.store.move(run.id, "succeeded", **fields)
+        error = outcome.error if outcome.executed else ""
+        if not error:
+            tail = log_tail(paths.out_dir / f"slurm-{run.job_id}.log", account.uid)
+            error = f"The job ended ({state or 'state unknown'}) without an executed notebook."
+            error += f"\n{tail}" if tail else ""
+        return self.store.move(
+            run.id, "failed", error=error, failed_cell=outcome.failed_cell, **fields
+        )
+
+    @staticmethod
+    def _read(path: Path, uid: int) -> bytes | None:
+        try:
+            return read_owned(path, uid)
+        except OutputMissing:
+            return None
+
+    def _exists(self, path: Path, uid: int) -> bool:
+        return self._read(path, uid) is not None
+
+    def output(self, run: Run, kind: str) -> bytes:
+        """The executed notebook (``ipynb``), its HTML (``html``) or the job's log (``log``)."""
+        account, paths = self.paths(run)
+        path = {
+            "ipynb": paths.executed,
+            "html": paths.html,
+            "log": paths.out_dir / f"slurm-{run.job_id}.log",
+        }[kind]
+        try:
+            return read_owned(path, account.uid)
+        except OutputMissing as e:
+            raise Refused(404, f"Run {run.id} has no {kind} output: {e}") from None
+
+    # ------------------------------------------------------------------ schedules
+
+    def min_interval(self) -> timedelta:
+        return timedelta(minutes=self.settings.min_interval_minutes)
+
+    def add_schedule(
+        self,
+        person: Person,
+        report_name: str,
+        cron: str,
+        values: Mapping[str, Any],
+        project: str = "",
+        now: datetime | None = None,
+    ) -> Schedule:
+        checked = self.check_run(person, report_name, values, action="schedule")
+        now = now or datetime.now().astimezone()
+        try:
+            expression = schedules.check(cron, now, self.min_interval())
+        except schedules.ScheduleError as e:
+            raise Refused(400, str(e), {"cron": str(e)}) from None
+        if self.settings.service_user:
+            chosen = self.site.project(self.settings.service_project)
+        else:
+            chosen = self.pick_project(person, project)
+        return self.store.add_schedule(report_name, person.name, expression, checked, chosen.name)
+
+    def visible_schedules(self, person: Person) -> list[Schedule]:
+        return [
+            s
+            for s in self.store.schedules()
+            if s.user == person.name or self.access.may(person, "see_all", s.report)
+        ]
+
+    def delete_schedule(self, person: Person, schedule_id: int) -> None:
+        try:
+            schedule = self.store.schedule(schedule_id)
+        except ValueError:
+            raise Refused(404, f"There is no schedule {schedule_id}.") from None
+        if schedule.user != person.name and not person.admin:
+            raise Refused(403, "Only who made a schedule (or a hub admin) can remove it.")
+        self.store.delete_schedule(schedule_id)
+
+    async def fire_due(self, now: datetime | None = None) -> list[Run]:
+        """Start a run of every schedule that is due (once, however many slots were missed
+        while the service was down)."""
+        now = now or datetime.now().astimezone()
+        started = []
+        for s in self.store.schedules(enabled_only=True):
+            when = schedules.due(s.cron, datetime.fromisoformat(s.last_fired), now)
+            if when is None:
+                continue
+            self.store.fired(s.id, when)
+            project = self.site.project(s.project)
+            run = self.store.add_run(
+                s.report,
+                s.user,
+                s.parameters,
+                project=project.name,
+                account=project.account,
+                run_as=self.settings.service_user or s.user,
+                schedule_id=s.id,
+            )
+            log.info("schedule %s (%s) fired for %s: run %s", s.id, s.cron, when, run.id)
+            try:
+                started.append(await self.submit(run))
+            except Refused as e:
+                log.warning("schedule %s: run %s not started: %s", s.id, run.id, e.message)
+        return started
+
+    async def tick(self) -> None:
+        await self.fire_due()
+        await self.follow()

@@ -1,0 +1,108 @@
+"""Run the Reports service: ``python -m factoryhub.hub.reports.service``.
+
+The hub starts it as a managed service (``hub.services.reports_settings``) with the
+service's token, URL and prefix in ``JUPYTERHUB_*`` variables and the site file in
+``FACTORYHUB_SITE_FILE``. State is in ``<hub state_dir>/reports/runs.sqlite``; on start,
+runs are reconciled with Slurm. The service ends with the hub that started it (a hub killed
+with SIGKILL leaves no service behind to hold the port); the next hub starts a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+from tornado.ioloop import PeriodicCallback
+
+from factoryhub.hub.hub_config import hub_tag
+from factoryhub.hub.site import SiteError, example_site_path, load_site
+from factoryhub.spawners.slurm_client import LocalSlurmClient
+
+from .app import People, make_app
+from .catalog import Catalog, built_in_folder
+from .engine import ReportEngine
+from .store import RunStore
+
+log = logging.getLogger("factoryhub.reports")
+PARENT_CHECK_S = 2.0
+
+
+def store_path(state_dir: str) -> Path:
+    return Path(state_dir) / "reports" / "runs.sqlite"
+
+
+async def serve() -> None:
+    site_file = os.environ.get("FACTORYHUB_SITE_FILE") or str(example_site_path())
+    try:
+        site = load_site(site_file)
+    except SiteError as e:
+        log.error("the site file is not valid, the Reports service does not start:\n%s", e)
+        sys.exit(2)
+    settings = site.reports
+    store = RunStore(store_path(site.hub.state_dir))
+    catalog = Catalog([built_in_folder(), *settings.folders])
+    engine = ReportEngine(site, store, catalog, LocalSlurmClient(), hub_tag(site))
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/reports/")
+    hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/") + "hub/"
+    people = People(
+        os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api"),
+        os.environ.get("JUPYTERHUB_API_TOKEN", ""),
+    )
+    app = make_app(engine, prefix, hub_prefix, people, cookie_secret=secrets.token_bytes(32))
+    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", f"http://127.0.0.1:{settings.port}"))
+    app.listen(url.port or settings.port, url.hostname or "127.0.0.1", xheaders=True)
+    log.info(
+        "Reports service on %s (prefix %s), %d reports",
+        url.geturl(),
+        prefix,
+        len(catalog.reports()),
+    )
+
+    await engine.recover()
+    await engine.follow()
+    busy = asyncio.Lock()
+
+    async def tick() -> None:
+        if busy.locked():
+            return
+        async with busy:
+            try:
+                await engine.tick()
+            except Exception:
+                log.exception("the reports tick failed; trying again next time")
+
+    PeriodicCallback(tick, settings.poll_interval * 1000).start()
+
+    stop = asyncio.Event()
+    parent = os.getppid()
+
+    def hub_gone() -> None:
+        if os.getppid() != parent:
+            # Every run is in the database already: nothing in memory to save.
+            log.warning("the hub that started the Reports service is gone; stopping")
+            logging.shutdown()
+            os._exit(0)
+
+    if parent != 1:
+        PeriodicCallback(hub_gone, PARENT_CHECK_S * 1000).start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="[%(levelname)1.1s %(asctime)s reports] %(message)s"
+    )
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
