@@ -204,7 +204,6 @@ class ReportEngine:
             "USER": account.name,
             "LOGNAME": account.name,
             "LANG": "C.UTF-8",
-            "MPLBACKEND": "Agg",
         }
 
     # ------------------------------------------------------------------ seeing and cancelling

@@ -129,3 +129,53 @@ def test_oidc_sign_in_through_the_provider_page_to_jupyterlab(
     ).stdout.split()
     assert jobs == ["RUNNING", "fhtest-lab"]
     oidc_hub.stop_server(user)
+
+
+def test_run_a_report_from_its_form_and_open_its_html(
+    oidc_hub: RunningHub, browser: Browser
+) -> None:
+    """Staff sign in, follow the hub's Reports link, run a report from its form, watch the
+    run succeed and open its HTML rendering."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(f"{oidc_hub.url}/hub/oauth_login?next=/hub/home")
+        page.wait_for_selector("form#login-form", timeout=30_000)
+        page.fill("#username", "fhtest-oidc")
+        page.fill("#password", TEST_PASSWORD)
+        page.click("#sign-in")
+        page.wait_for_selector("#factoryhub-reports-link", timeout=30_000)
+        page.click("#factoryhub-reports-link")
+        page.wait_for_selector(".fh-report[data-report=quick]", timeout=30_000)
+        page.click(".fh-report[data-report=quick] a")
+        page.wait_for_selector("#fh-report-form")
+        assert page.input_value("#p_n") == "5" and page.is_checked("#p_show_plot")
+        # a bad value comes back with the problem named, nothing submitted
+        page.fill("#p_n", "lots")
+        page.click("#fh-run-now")
+        problem = page.wait_for_selector(".fh-problem[data-parameter=n]")
+        assert problem and "whole number" in problem.inner_text()
+        # the next runs of a schedule show while it is typed
+        page.fill("#cron", "30 6 * * 1")
+        page.wait_for_function(
+            "document.getElementById('fh-next-runs').textContent.startsWith('Next runs')"
+        )
+        page.fill("#cron", "")
+        page.fill("#p_n", "7")
+        page.fill("#p_label", "in the browser")
+        page.screenshot(path=str(ARTIFACTS / "browser-report-form.png"), full_page=True)
+        page.click("#fh-run-now")
+        page.wait_for_selector(".fh-run-facts")
+        # the page follows the run until it succeeds
+        page.wait_for_selector(".fh-status-succeeded", timeout=120_000)
+        page.screenshot(path=str(ARTIFACTS / "browser-report-run.png"), full_page=True)
+        with page.expect_popup() as popup:
+            page.click("#fh-open-html")
+        html = popup.value
+        html.wait_for_load_state()
+        text = html.content()
+        assert "label=in the browser total=31.5" in text
+        assert html.locator("img").count() >= 1  # the plot, inline
+        html.screenshot(path=str(ARTIFACTS / "browser-report-html.png"), full_page=True)
+        html.close()
+    finally:
+        page.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import time
@@ -139,7 +140,7 @@ def test_run_now_is_a_slurm_job_of_the_user_and_keeps_its_outputs(
     # the HTML keeps the printed line and the plot inline; the notebook its parameters
     html = c.get(done["links"]["html"])
     assert html.status_code == 200 and "label=from the test total=67.5" in html.text
-    assert "data:image/png;base64" in html.text
+    assert re.search(r'<img [^>]*src="data:image/png;base64', html.text)  # the plot, inline
     assert "sandbox" in html.headers["content-security-policy"]
     executed = c.get(done["links"]["notebook"])
     assert executed.status_code == 200
@@ -300,3 +301,34 @@ def test_cancel_ends_the_job(clients: dict[str, httpx.Client]) -> None:
         time.sleep(0.5)
     assert run["job_id"] not in report_jobs(STAFF)
     assert json.loads(c.get(f"{API}/runs/{run['id']}").text)["status"] == "cancelled"
+
+
+def test_the_command_line_runs_and_lists_through_the_service(
+    oidc_hub: RunningHub, clients: dict[str, httpx.Client]
+) -> None:
+    env = {
+        **os.environ,
+        "FACTORYHUB_HUB_URL": oidc_hub.url,
+        "FACTORYHUB_TOKEN": clients[STAFF].headers["Authorization"].removeprefix("token "),
+    }
+    cli = str(RunningHub.venv() / "bin" / "factoryhub")
+    done = subprocess.run(
+        [cli, "report", "run", "quick", "-p", "n=4", "-p", "label=cli", "--wait"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    first = done.stdout.splitlines()[0]
+    assert first.startswith("run ") and "of quick:" in first
+    assert "succeeded" in done.stdout and "html: http://127.0.0.1" in done.stdout
+    run_id = first.split()[1]
+    listed = subprocess.run(
+        [cli, "report", "list", "--report", "quick"], capture_output=True, text=True, env=env
+    )
+    assert listed.returncode == 0 and run_id in listed.stdout.split()
+    bad = subprocess.run(
+        [cli, "report", "run", "quick", "-p", "n=four"], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode == 1 and "n: expected a whole number" in bad.stderr
