@@ -334,7 +334,14 @@ class Hub:
         wait_no_jobs(user, timeout)
 
 
-def factoryhub_hub(state_dir: Path, token_file: Path, token: str) -> Hub:
+def factoryhub_hub(
+    state_dir: Path,
+    token_file: Path,
+    token: str,
+    change_site: Any = None,
+) -> Hub:
+    """factoryhub's hub with local sign-in; ``change_site(site_dict)`` may change the site
+    file before it is written."""
     import yaml
 
     from factoryhub.hub.site import example_site_path
@@ -358,6 +365,8 @@ def factoryhub_hub(state_dir: Path, token_file: Path, token: str) -> Hub:
     site["slurm"]["manage_associations"] = False
     site["idle_culler"] = {"enabled": False}
     site["reports"] = {"enabled": False}
+    if change_site is not None:
+        change_site(site)
     site_file = state_dir / "factory.yaml"
     site_file.write_text(yaml.safe_dump(site))
     return Hub(
