@@ -59,12 +59,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say(f"demo users {', '.join(DEMO_USERS)} (group {DEMO_GROUP}) ready")
         sign_in = f"""  Demo users:           {", ".join(DEMO_USERS)}   password: {DEMO_PASSWORD}
                         (local-only demo credentials; the hub listens on 127.0.0.1)"""
+    reports = (
+        f"  Reports:              {processes.HUB_URL.rstrip('/')}/services/reports/ "
+        "(stan may run and schedule every report)\n"
+        if site.reports.enabled
+        else ""
+    )
     pid, started = processes.up_hub(site_file)
     _say(f"hub {'started' if started else 'already running'} (pid {pid})")
     print(
         f"""
   FactoryHub is up:     {processes.HUB_URL}
-{sign_in}
+{reports}{sign_in}
   Admin API token file: {processes.ADMIN_TOKEN_FILE}
   Logs:                 hub {processes.HUB_LOG}
                         slurm {slurm.LOG_DIR}/slurmctld.log, {slurm.LOG_DIR}/slurmd.log
