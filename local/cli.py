@@ -61,7 +61,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                         (local-only demo credentials; the hub listens on 127.0.0.1)"""
     reports = (
         f"  Reports:              {processes.HUB_URL.rstrip('/')}/services/reports/ "
-        "(stan may run and schedule every report)\n"
+        "(who may use which report: reports.access in the site file)\n"
         if site.reports.enabled
         else ""
     )
