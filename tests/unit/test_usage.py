@@ -1,0 +1,167 @@
+"""Factory usage from Slurm accounting (factoryhub.helpers.usage): the sacct command line, its
+output as a table (running jobs, GPU TRES, several accounts, nothing at all), CPU and GPU hours
+per project, per user and per day."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import datetime
+
+import pandas as pd
+import pytest
+
+from factoryhub.helpers import usage
+
+# sacct --allusers --allocations --noheader --parsable2 --format=<usage.SACCT_FIELDS>
+SAMPLE = """\
+101|sofia|acme-ai|batch|COMPLETED|2026-11-20T10:00:00|2026-11-20T12:00:00|7200|4|billing=4,cpu=4,mem=8G,node=1|train-a
+102|sofia|acme-ai|gpu|COMPLETED|2026-11-20T23:00:00|2026-11-21T01:00:00|7200|8|billing=8,cpu=8,gres/gpu:a100=2,gres/gpu=2,mem=64G,node=1|factoryhub-train-sofia
+103|ravi|climate-lab|batch|CANCELLED by 1002|2026-11-21T09:00:00|2026-11-21T09:30:00|1800|2|billing=2,cpu=2,mem=4G,node=1|a|name|with|bars
+104|ravi|acme-ai|interactive|RUNNING|2026-11-22T08:00:00|Unknown|3600|1|billing=1,cpu=1,mem=2G,node=1|factoryhub-server-ravi
+105|ada|climate-lab|gpu|PENDING|Unknown|Unknown|0|0||waiting
+106|ada|climate-lab|gpu|FAILED|2026-11-22T10:00:00|2026-11-22T10:06:00|360|1|billing=1,cpu=1,gres/gpu:h100=1,node=1|typed-only
+"""  # noqa: E501
+
+
+@pytest.fixture
+def jobs() -> pd.DataFrame:
+    return usage.parse_sacct(SAMPLE)
+
+
+def test_the_command_asks_for_every_users_jobs_in_the_period() -> None:
+    argv = usage.sacct_command(datetime(2026, 11, 1), datetime(2026, 11, 30, 12, 30))
+    assert argv == [
+        "sacct", "--allusers", "--allocations", "--noheader", "--parsable2", "--truncate",
+        "-S", "2026-11-01T00:00:00", "-E", "2026-11-30T12:30:00",
+        "--format=JobID,User,Account,Partition,State,Start,End,ElapsedRaw,AllocCPUS,AllocTRES,"
+        "JobName",
+    ]  # fmt: skip
+    filtered = usage.sacct_command(datetime(2026, 11, 1), datetime(2026, 11, 2), ["a", "b-c"])
+    assert filtered[-1] == "--accounts=a,b-c"
+    assert "--truncate" not in usage.sacct_command(
+        datetime(2026, 11, 1), datetime(2026, 11, 2), truncate=False
+    )
+    with pytest.raises(ValueError, match="account"):
+        usage.sacct_command(datetime(2026, 11, 1), datetime(2026, 11, 2), ["a,b"])
+
+
+def test_the_period() -> None:
+    now = datetime(2026, 11, 23, 7, 30, 15, 999)
+    assert usage.period(30, now=now) == usage.Period(
+        datetime(2026, 10, 24, 7, 30, 15), datetime(2026, 11, 23, 7, 30, 15)
+    )
+    # an end date is included whole; a start overrides days
+    assert usage.period(7, start="2026-11-01", end="2026-11-10", now=now) == usage.Period(
+        datetime(2026, 11, 1), datetime(2026, 11, 11)
+    )
+    assert usage.period(2, end="2026-11-10", now=now).start == datetime(2026, 11, 9)
+    assert usage.period(start="2026-11-20T12:00", now=now).end == datetime(2026, 11, 23, 7, 30, 15)
+    assert len(usage.period(start="2026-11-20T12:00", end="2026-11-22", now=now).days) == 3
+    assert usage.period(start="2026-11-01", end="2026-11-10").describe() == (
+        "2026-11-01 to 2026-11-10"
+    )
+    assert usage.period(1, now=now).describe() == "2026-11-22 07:30 to 2026-11-23 07:30"
+    for bad in ({"days": 0}, {"start": "yesterday"}, {"start": "2026-11-10", "end": "2026-11-01"}):
+        with pytest.raises(ValueError):
+            usage.period(**bad, now=now)
+
+
+def test_gpus_from_tres() -> None:
+    assert usage.gpus_from_tres("billing=1,cpu=1,mem=2G,node=1") == 0
+    assert usage.gpus_from_tres("cpu=8,gres/gpu:a100=2,gres/gpu=2,mem=64G") == 2
+    assert usage.gpus_from_tres("cpu=8,gres/gpu:a100=2,gres/gpu:h100=1") == 3
+    assert usage.gpus_from_tres("cpu=8,gres/gpumem=40G,gres/gpu=4") == 4
+    assert usage.gpus_from_tres("") == 0
+
+
+def test_parsing(jobs: pd.DataFrame) -> None:
+    assert list(jobs.columns) == list(usage.COLUMNS)
+    assert list(jobs["job_id"]) == ["101", "102", "103", "104", "105", "106"]
+    assert list(jobs["state"]) == [
+        "COMPLETED", "COMPLETED", "CANCELLED", "RUNNING", "PENDING", "FAILED",
+    ]  # fmt: skip
+    assert list(jobs["gpus"]) == [0, 2, 0, 0, 0, 1]
+    assert list(jobs["cpu_hours"]) == [8.0, 16.0, 1.0, 1.0, 0.0, 0.1]
+    assert list(jobs["gpu_hours"]) == [0.0, 4.0, 0.0, 0.0, 0.0, 0.1]
+    assert jobs.loc[2, "name"] == "a|name|with|bars"
+    running, pending = jobs.loc[3], jobs.loc[4]
+    assert running["start"] == pd.Timestamp("2026-11-22T08:00") and pd.isna(running["end"])
+    assert pd.isna(pending["start"]) and pd.isna(pending["end"])
+    assert jobs["start"].dtype == "datetime64[ns]" and jobs["elapsed_s"].dtype == "int64"
+
+
+def test_a_malformed_line_is_refused() -> None:
+    with pytest.raises(ValueError, match="fields"):
+        usage.parse_sacct("101|sofia|acme-ai\n")
+
+
+def test_per_project_and_per_user(jobs: pd.DataFrame) -> None:
+    projects = usage.per_project(jobs)
+    assert list(projects.index) == ["acme-ai", "climate-lab"]
+    assert projects.loc["acme-ai"].to_dict() == {
+        "jobs": 3, "users": 2, "cpu_hours": 25.0, "gpu_hours": 4.0,
+    }  # fmt: skip
+    assert projects.loc["climate-lab", "jobs"] == 3
+    assert projects.loc["climate-lab", "cpu_hours"] == pytest.approx(1.1)
+    users = usage.per_user(jobs)
+    assert list(users.index) == ["sofia", "ravi", "ada"]
+    assert users.loc["ravi", "projects"] == 2 and users.loc["ada", "gpu_hours"] == 0.1
+    assert list(usage.per_user(jobs, top=1).index) == ["sofia"]
+
+
+def test_per_day_splits_jobs_at_midnight(jobs: pd.DataFrame) -> None:
+    when = usage.Period(datetime(2026, 11, 19), datetime(2026, 11, 23))
+    cpu = usage.per_day(jobs, when)
+    assert list(cpu.index) == list(pd.date_range("2026-11-19", "2026-11-22"))
+    assert list(cpu.columns) == ["acme-ai", "climate-lab"]
+    # job 102 ran 23:00-01:00 on 8 cores: 8 hours on each day; the running job counts its
+    # elapsed time from its start
+    assert cpu["acme-ai"].to_dict() == {
+        pd.Timestamp("2026-11-19"): 0.0,
+        pd.Timestamp("2026-11-20"): 16.0,
+        pd.Timestamp("2026-11-21"): 8.0,
+        pd.Timestamp("2026-11-22"): 1.0,
+    }
+    assert cpu.to_numpy().sum() == pytest.approx(jobs["cpu_hours"].sum())
+    gpu = usage.per_day(jobs, when, hours="gpu_hours")
+    assert gpu.loc["2026-11-21", "acme-ai"] == 2.0
+    assert gpu.loc["2026-11-22", "climate-lab"] == pytest.approx(0.1)
+    by_user = usage.per_day(jobs, by="user")
+    assert list(by_user.columns) == ["sofia", "ravi", "ada"]
+    assert list(by_user.index) == list(pd.date_range("2026-11-20", "2026-11-22"))
+
+
+def test_nothing_in_the_period() -> None:
+    empty = usage.parse_sacct("")
+    assert list(empty.columns) == list(usage.COLUMNS) and empty.empty
+    assert usage.per_project(empty).empty and usage.per_user(empty, top=3).empty
+    when = usage.Period(datetime(2026, 11, 1), datetime(2026, 11, 3))
+    days = usage.per_day(empty, when)
+    assert len(days) == 2 and days.columns.empty
+
+
+def test_sacct_failures_say_what_is_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(usage.AccountingUnavailable, match="not installed"):
+        usage.run_sacct(["/nonexistent/sacct", "--allusers"])
+
+    def refused(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+        return subprocess.CompletedProcess(
+            argv, 1, "", "sacct: error: Problem talking to the database: Connection refused"
+        )
+
+    monkeypatch.setattr(usage.subprocess, "run", refused)
+    with pytest.raises(usage.AccountingUnavailable, match=r"Connection refused.*slurmdbd"):
+        usage.run_sacct(["sacct"])
+
+
+def test_jobs_in_runs_sacct(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+
+    def answer(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+        seen.append(argv)
+        return subprocess.CompletedProcess(argv, 0, SAMPLE, "")
+
+    monkeypatch.setattr(usage.subprocess, "run", answer)
+    when = usage.Period(datetime(2026, 11, 19), datetime(2026, 11, 23))
+    assert len(usage.jobs_in(when, ["acme-ai"])) == 6
+    assert seen[0][0] == "sacct" and seen[0][-1] == "--accounts=acme-ai"
