@@ -332,3 +332,16 @@ def test_the_command_line_runs_and_lists_through_the_service(
         [cli, "report", "run", "quick", "-p", "n=four"], capture_output=True, text=True, env=env
     )
     assert bad.returncode == 1 and "n: expected a whole number" in bad.stderr
+
+
+def test_the_built_in_usage_report_runs_through_the_service(
+    clients: dict[str, httpx.Client],
+) -> None:
+    c = clients[STAFF]
+    run = start(c, "usage", days=2)
+    done = wait_run(c, run["id"], {"succeeded", "failed", "cancelled"}, 120)
+    assert done["status"] == "succeeded", done
+    html = c.get(done["links"]["html"]).text
+    # this session's report jobs are in Slurm accounting: the test project is charged
+    assert TEST_PROJECT["account"] in html
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64', html)) >= 2
