@@ -139,7 +139,9 @@ def submit_tiny_jobs(user: ReportUser, n: int) -> list[str]:
 def test_usage_report_shows_the_projects_jobs(report_user: ReportUser) -> None:
     submit_tiny_jobs(report_user, 2)
     run = report_user.run_report(
-        "usage.ipynb", {"days": 1, "accounts": [report_user.account], "top_users": 5}
+        # every user of the account: in CI many test users ran heavier jobs today
+        "usage.ipynb",
+        {"days": 1, "accounts": [report_user.account], "top_users": 1000},
     )
     run.assert_ok()
     assert run.images >= 3, run.text  # per project, per user, per day
