@@ -365,6 +365,7 @@ def factoryhub_hub(
     site["slurm"]["manage_associations"] = False
     site["idle_culler"] = {"enabled": False}
     site["reports"] = {"enabled": False}
+    site["courses"] = {"enabled": False, "list": []}  # courses name projects
     if change_site is not None:
         change_site(site)
     site_file = state_dir / "factory.yaml"

@@ -174,6 +174,7 @@ def main() -> int:
             "poll_interval": 1,
             "access": [{"users": [USER], "allow": ["run"]}],
         }
+        site["courses"] = {"enabled": False, "list": []}
 
     state = Path(tempfile.mkdtemp(prefix="fhbench-reports-hub-"))
     state.chmod(0o700)

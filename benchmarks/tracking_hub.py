@@ -103,6 +103,7 @@ def make_hub(variant: str, state: Path, token_file: Path, token: str) -> tuple[H
     # No projects: every user may use every profile, under their default Slurm account
     # (the benchmark users are in no project's group).
     site["projects"] = []
+    site["courses"] = {"enabled": False, "list": []}  # courses name projects
     site_file.write_text(yaml.safe_dump(site))
     wrapper = state / "job_tracking_config.py"
     wrapper.write_text(

@@ -27,6 +27,8 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
+from factoryhub.spawners.course_store import CourseStore
+from factoryhub.spawners.courses import course_groups, load_courses
 from factoryhub.spawners.slurm_accounts import AccountingError, ensure_user_in_account
 
 from .oidc import (
@@ -80,6 +82,16 @@ class FactoryOIDCAuthenticator(GenericOAuthenticator):
 
     unix_shell = Unicode("/bin/bash", help="Login shell of created Unix accounts.").tag(config=True)
 
+    courses = List(
+        Dict(),
+        help="Courses from the site file: a participant is put in the hub group "
+        "course:<name> of each course they take, next to their IdP groups.",
+    ).tag(config=True)
+
+    courses_db = Unicode(
+        "", help="The Courses service's database of trainers' edits (the participants)."
+    ).tag(config=True)
+
     provider_timeout = Float(
         5.0, help="Seconds to wait for the identity provider before telling the user it is down."
     ).tag(config=True)
@@ -109,6 +121,17 @@ class FactoryOIDCAuthenticator(GenericOAuthenticator):
         # Everyone the provider vouches for may sign in; what they may run follows from
         # their projects, and people without one get a page that says how to join one.
         return True
+
+    async def get_user_groups(self, auth_state: dict[str, Any]) -> set[str]:
+        """The IdP's groups, and the course groups of the courses the user takes (managed
+        groups are replaced at each sign-in, so these must be among them)."""
+        groups = set(await super().get_user_groups(auth_state))
+        if self.courses:
+            user = auth_state.get("oauth_user") or {}
+            name = str(user.get(self.username_claim) or "")
+            edits = CourseStore(self.courses_db).edits() if self.courses_db else {}
+            groups |= course_groups(load_courses(self.courses, edits), name, groups)
+        return groups
 
     # ------------------------------------------------------------ the provider
 

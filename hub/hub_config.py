@@ -7,6 +7,7 @@ that ``jupyterhub_config.py`` merges into ``c``. Config only sets, never mutates
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 from collections.abc import Mapping
@@ -14,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from .home import factoryhub_job
-from .services import idle_culler_settings, merge_settings, reports_settings
+from .home_courses import courses_for_home
+from .services import (
+    courses_db,
+    courses_settings,
+    idle_culler_settings,
+    merge_settings,
+    reports_settings,
+)
 from .site import OidcAuth, Site
 
 OPERATOR_SERVICE = "factoryhub-operator"
@@ -98,6 +106,34 @@ def hub_settings(
     if site.reports.enabled:
         merge_settings(settings, reports_settings(site, python, site_file))
         settings["JupyterHub"]["template_vars"]["factoryhub_reports_url"] = "/services/reports/"
+    if site.courses.courses:
+        merge_settings(settings, course_server_settings(site))
+    if site.courses.active:
+        merge_settings(settings, courses_settings(site, python, site_file))
+        settings["JupyterHub"]["template_vars"]["factoryhub_courses_url"] = "/services/courses/"
+    return settings
+
+
+def course_server_settings(site: Site) -> dict[str, dict[str, Any]]:
+    """A course's server is the participant's named server called like the course."""
+    configs = [c.to_config() for c in site.courses.courses]
+    db = courses_db(site)
+    settings: dict[str, dict[str, Any]] = {
+        "JupyterHub": {
+            "allow_named_servers": True,
+            "template_vars": {
+                "factoryhub_courses": functools.partial(courses_for_home, configs, db)
+            },
+        },
+        "FactorySlurmSpawner": {
+            "courses": configs,
+            "courses_db": db,
+            "course_folder": site.courses.folder,
+            "manage_course_associations": site.slurm.manage_associations,
+        },
+    }
+    if site.auth.type == "oidc":
+        settings["FactoryOIDCAuthenticator"] = {"courses": configs, "courses_db": db}
     return settings
 
 

@@ -1,4 +1,4 @@
-"""Hub-managed services: the idle culler and the Reports service.
+"""Hub-managed services: the idle culler, the Reports service and the Courses service.
 
 ``idle_culler_settings`` returns the JupyterHub config fragment that runs
 jupyterhub-idle-culler as a service of the hub (the hub starts it, hands it an API
@@ -11,6 +11,11 @@ the hub's login at /services/reports/: every user may reach it (the service itse
 from the site file's ``reports.access``, who may run, schedule and see which reports); its
 own token may only read users (their groups and admin flag).
 
+``courses_settings`` runs the Courses service (``factoryhub.hub.courses.service``) at
+/services/courses/, with a token that may only read users and start, stop and group the
+members of the course groups, and gives each course's trainers a role to open the servers of
+that course's group.
+
 ``merge_settings`` merges such a fragment into ``hub_settings``' result, extending the
 lists (``services``, ``load_roles``) and dicts already there instead of replacing them.
 """
@@ -18,7 +23,10 @@ lists (``services``, ``load_roles``) and dicts already there instead of replacin
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+from factoryhub.spawners.courses import hub_group
 
 from .site_model import Site
 
@@ -111,6 +119,74 @@ def reports_settings(site: Site, python: str, site_file: str) -> dict[str, dict[
                 }
             ],
             "extra_user_scopes": [f"access:services!service={REPORTS_SERVICE}"],
+        },
+    }
+
+
+COURSES_SERVICE = "courses"
+COURSES_ROLE = "courses-service"
+
+
+def courses_db(site: Site) -> str:
+    """The Courses service's database (trainers' edits), also read by spawner and
+    authenticator."""
+    return str(Path(site.hub.state_dir) / "courses" / "courses.sqlite")
+
+
+def trainer_role(course_name: str) -> str:
+    return f"course-trainers-{course_name}"
+
+
+def courses_settings(site: Site, python: str, site_file: str) -> dict[str, dict[str, Any]]:
+    """The config fragment that runs the Courses service, and gives each course's trainers
+    access to the servers of that course's participants (the group ``course:<name>``) and to
+    no others."""
+    service_scopes = ["list:users", "read:users"]
+    roles: list[dict[str, Any]] = []
+    for course in site.courses.courses:
+        group = hub_group(course.name)
+        service_scopes += [
+            f"read:servers!group={group}",
+            f"servers!group={group}",
+            f"admin:groups!group={group}",
+        ]
+        roles.append(
+            {
+                "name": trainer_role(course.name),
+                "description": f"Trainers of {course.display_name}: open its participants' servers",
+                "scopes": [
+                    f"access:servers!group={group}",
+                    f"read:servers!group={group}",
+                    f"read:users:name!group={group}",
+                ],
+                "users": list(course.trainer_users),
+                "groups": list(course.trainer_groups),
+            }
+        )
+    return {
+        "JupyterHub": {
+            "services": [
+                {
+                    "name": COURSES_SERVICE,
+                    "display": True,
+                    "url": f"http://127.0.0.1:{site.courses.port}",
+                    "command": [python, "-m", "factoryhub.hub.courses.service"],
+                    "environment": {"FACTORYHUB_SITE_FILE": site_file},
+                    "cwd": site.hub.state_dir,
+                    "oauth_no_confirm": True,
+                }
+            ],
+            "load_roles": [
+                {
+                    "name": COURSES_ROLE,
+                    "description": "The Courses service: read users, start and stop course "
+                    "servers, keep the course groups",
+                    "scopes": service_scopes,
+                    "services": [COURSES_SERVICE],
+                },
+                *roles,
+            ],
+            "extra_user_scopes": [f"access:services!service={COURSES_SERVICE}"],
         },
     }
 

@@ -41,6 +41,7 @@ from .site_checks import (
     walltime_seconds,
     with_defaults,
 )
+from .site_courses import build_courses
 from .site_dask import build_dask
 from .site_model import (
     AuthSettings,
@@ -151,6 +152,12 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# Days stay text ("2026-11-23"): the schema checks them, as it would a quoted value.
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
 _StrictLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
     _StrictLoader.construct_mapping,  # type: ignore[arg-type]
@@ -241,6 +248,7 @@ def _build(d: dict[str, Any]) -> Site:
         ),
         dask=build_dask(d["dask"]),
         reports=build_reports(d["reports"], [p["name"] for p in slurm["partitions"]]),
+        courses=build_courses(d["courses"], {p["name"]: p["account"] for p in d["projects"]}),
     )
 
 

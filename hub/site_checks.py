@@ -17,6 +17,7 @@ from typing import Any
 
 import jsonschema
 
+from .site_courses import courses_problems
 from .site_dask import dask_problems
 from .site_reports import reports_problems
 
@@ -65,6 +66,14 @@ _PATTERN_MEANING: dict[str, str] = {
     "^[A-Z_][A-Z0-9_]{0,63}$": "an environment variable name (A-Z, 0-9 and _)",
     "^[!-~]{1,64}$": "printable ASCII without spaces, at most 64 characters",
     "^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$": "a claim name (letters, digits and _.:-)",
+    "^[0-9]{4}-[0-9]{2}-[0-9]{2}$": "a day written YYYY-MM-DD",
+    "^(https?://|ssh://|git@|file://|/)[!-~]*$": (
+        "a git repository (https://, ssh://, git@host:path, file:// or an absolute path)"
+    ),
+    "^([A-Za-z0-9_./][A-Za-z0-9_./-]{0,127})?$": (
+        "a git branch, tag or commit (letters, digits and _./-), or empty"
+    ),
+    "^([A-Za-z0-9_.-]{1,64})?$": "a Slurm reservation name (letters, digits and _.-), or empty",
     "^[a-z0-9][a-z0-9_-]{0,63}$": (
         "a Slurm account name (lowercase letters, digits, _ and -, at most 64 characters)"
     ),
@@ -413,6 +422,10 @@ def _cross_problems(data: Any) -> list[Problem]:
     problems += [
         Problem(path, msg)
         for path, msg in reports_problems(data.get("reports"), declared, project_names)
+    ]
+    problems += [
+        Problem(path, msg)
+        for path, msg in courses_problems(data.get("courses"), names, project_names)
     ]
     return problems
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .site_courses import CoursesSettings
 from .site_dask import DaskSettings
 from .site_reports import ReportsSettings
 
@@ -188,6 +189,7 @@ class Site:
     idle_culler: IdleCuller = IdleCuller()
     dask: DaskSettings = field(default_factory=DaskSettings)
     reports: ReportsSettings = field(default_factory=ReportsSettings)
+    courses: CoursesSettings = field(default_factory=CoursesSettings)
 
     def project(self, name: str) -> Project:
         """The project called ``name`` (KeyError if there is none)."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from .courses import Course
 from .profiles import Profile, format_walltime, parse_walltime
 from .projects import Project, Usage
 
@@ -25,6 +27,7 @@ LABELS = {
     "walltime": "Walltime",
     "memory_gb": "Memory (GB)",
     "gpus": "GPUs",
+    "course": "Course",
 }
 
 
@@ -229,4 +232,40 @@ def validate_options(
         walltime_seconds=seconds,
         project=project.name if project else "",
         account=project.account if project else "",
+    )
+
+
+def validate_course_options(
+    raw: Mapping[str, Any] | None,
+    course: Course,
+    profile: Profile | None,
+    member: bool,
+    now: datetime | None = None,
+) -> JobRequest:
+    """The pinned request of a course server: the course's profile with its defaults, the
+    course project's account. Refused for non-members and outside the course's days. Options
+    sent (through the API, or kept from an earlier spawn) are not used: a course server
+    offers no choice."""
+    if not member:
+        raise OptionsError(
+            "course",
+            f"you are not a participant of the course {course.display_name}: ask its "
+            "trainer to add you",
+        )
+    closed = course.closed_message(now)
+    if closed:
+        raise OptionsError("course", closed)
+    if profile is None:
+        raise OptionsError(
+            "course", f"the course's profile {course.profile!r} does not exist; tell its trainer"
+        )
+    return JobRequest(
+        profile=profile.name,
+        partition=profile.partition,
+        cpus=profile.cpus,
+        memory_gb=profile.memory_gb.default,
+        gpus=profile.gpus.default,
+        walltime_seconds=profile.walltime_default,
+        project=course.project,
+        account=course.account,
     )

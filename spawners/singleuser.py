@@ -5,8 +5,9 @@ node by (the local end of a route towards the hub's API) and a free port there, 
 the server listens only where the hub needs it, not on every interface. It then
 runs ``jupyterhub-singleuser`` in this process with the ``server_ready`` extension,
 which tells the hub the address once the server is listening. Before that it writes the
-job's Dask configuration (see ``dask_setup``) and copies new template notebooks into the
-user's home (``user_files``).
+job's Dask configuration (see ``dask_setup``), copies new template notebooks into the
+user's home (``user_files``) and, on a course server, merges the course's materials into the
+course folder (``materials``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
+from .course_server import COURSE_FOLDER_VAR, COURSE_MATERIALS_VAR
 from .dask_setup import write_dask_config
 from .user_files import copy_templates
 
@@ -46,6 +48,22 @@ def free_port(ip: str) -> int:
         return sock.getsockname()[1]
 
 
+def sync_course_materials(environ: dict[str, str] | os._Environ[str]) -> None:
+    """A course server brings its course's materials into the participant's home (new and
+    untouched files; the participant's edits stay). Never keeps the server from starting."""
+    source, target = environ.get(COURSE_MATERIALS_VAR), environ.get(COURSE_FOLDER_VAR)
+    if not source or not target:
+        return
+    from .materials import MaterialsError, sync_materials
+
+    try:
+        report = sync_materials(Path(source), Path(target))
+    except (OSError, MaterialsError) as e:
+        print(f"factoryhub: could not bring the course materials to {target}: {e}", file=sys.stderr)
+        return
+    print(f"factoryhub: course materials in {target}: {report.summary()}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     api = urlparse(os.environ["JUPYTERHUB_API_URL"])
@@ -58,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         copy_templates(Path(os.environ.get("HOME") or Path.home()))
     except OSError as e:  # a full or read-only home must not keep the server from starting
         print(f"factoryhub: could not copy the template notebooks: {e}", file=sys.stderr)
+    sync_course_materials(os.environ)
     dask_dir = write_dask_config(os.environ, ip=ip)
     if dask_dir:  # SLURMCluster() with no arguments, in the server and in its kernels
         os.environ["DASK_CONFIG"] = dask_dir

@@ -126,6 +126,19 @@ def is_invalid_job(result: CommandResult) -> bool:
     return result.returncode != 0 and bool(_INVALID_JOB.search(result.stderr))
 
 
+_SHOW_KEY = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_/:.]*)=")
+
+
+def parse_show_line(line: str) -> dict[str, str]:
+    """One line of ``scontrol --oneliner show ...`` as a dict (values may hold spaces)."""
+    marks = list(_SHOW_KEY.finditer(line))
+    found: dict[str, str] = {}
+    for i, mark in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(line)
+        found[mark.group(1)] = line[mark.end() : end].strip()
+    return found
+
+
 class LocalSlurmClient:
     """Runs sbatch/squeue/scancel on this host.
 
@@ -253,6 +266,34 @@ class LocalSlurmClient:
         self._raise_for(result, "the accounting query")
         states = [ln.split()[0] for ln in result.stdout.splitlines() if ln.strip()]
         return states[0] if states else ""
+
+    async def show(self, kind: str, name: str = "") -> list[dict[str, str]]:
+        """``scontrol show KIND [NAME]`` (node, partition, reservation), one dict per entity;
+        [] when Slurm has no such entity."""
+        if kind not in ("node", "partition", "reservation") or name.startswith("-"):
+            raise ValueError(f"cannot show {kind} {name!r}")
+        result = await self._run(
+            ["scontrol", "--oneliner", "show", kind, *([name] if name else [])]
+        )
+        said = result.stdout + result.stderr
+        if result.returncode != 0 and ("not found" in said or "Invalid" in said):
+            return []
+        self._raise_for(result, f"scontrol show {kind}")
+        return [parse_show_line(line) for line in result.stdout.splitlines() if "=" in line]
+
+    async def jobs_in_reservation(self, name: str) -> list[tuple[str, int, str]]:
+        """(state, CPUs, memory such as "2G") of every active job in reservation ``name``."""
+        argv = ["squeue", "--noheader", f"--reservation={name}", "--format=%T|%C|%m"]
+        result = await self._run(argv)
+        if result.returncode != 0 and "Invalid" in result.stdout + result.stderr:
+            return []
+        self._raise_for(result, "the queue query")
+        jobs = []
+        for line in result.stdout.splitlines():
+            state, cpus, memory = [*line.split("|"), "", "", ""][:3]
+            if cpus.strip().isdigit():
+                jobs.append((state.strip(), int(cpus), memory.strip()))
+        return jobs
 
     async def run_as(
         self, username: str, argv: Sequence[str], input: str | None = None

@@ -33,10 +33,12 @@ from . import (
     metrics,
     ready_api,  # noqa: F401 - registers the server-ready API route
 )
+from .course_server import COURSE_FOLDER_VAR, COURSE_MATERIALS_VAR, CourseServers
+from .courses import Course
 from .dask_setup import ENV_VAR as DASK_ENV_VAR
 from .dask_setup import dask_payload
 from .jobscript import render_job_script
-from .options import JobRequest, OptionsError, validate_options
+from .options import JobRequest, OptionsError, validate_course_options, validate_options
 from .poller import SlurmPoller, end_message, shared_poller
 from .profiles import Profile, load_profiles, profiles_for
 from .progress import describe
@@ -53,7 +55,7 @@ class SlurmJobEnded(RuntimeError):
     """The job ended before JupyterLab answered."""
 
 
-class FactorySlurmSpawner(SlurmSpawner):
+class FactorySlurmSpawner(CourseServers, SlurmSpawner):
     """Start JupyterLab as a Slurm job of the user, from a validated profile."""
 
     profiles = List(
@@ -201,6 +203,16 @@ class FactorySlurmSpawner(SlurmSpawner):
         return usage
 
     def validate_user_options(self, raw: Any) -> JobRequest:
+        course = self.course()
+        if course is not None:
+            groups = self.user_groups()
+            member = course.is_participant(self.user.name, groups) or course.is_trainer(
+                self.user.name, groups
+            )
+            profile = next(
+                (p for p in load_profiles(self.profiles) if p.name == course.profile), None
+            )
+            return validate_course_options(raw, course, profile, member)
         return validate_options(
             raw, self.available_profiles(), self.user_projects(), self.project_usage()
         )
@@ -208,6 +220,8 @@ class FactorySlurmSpawner(SlurmSpawner):
     # ------------------------------------------------------------------ the form
 
     def _render_options_form(self) -> str:
+        if self.course() is not None:
+            return ""  # pinned: the spawn starts at once (a refusal is shown as its error)
         profiles = [p.to_form() for p in self.available_profiles()]
         projects = self.user_projects()
         if projects is not None:
@@ -239,8 +253,12 @@ class FactorySlurmSpawner(SlurmSpawner):
         spawner.req_runtime = request.walltime
         spawner.req_gres = f"gpu:{request.gpus}" if request.gpus else ""
         spawner.req_account = request.account
+        course = spawner.course()
+        spawner.req_reservation = course.reservation if course else ""
+        spawner.job_course = course
 
     job_request: JobRequest | None = None
+    job_course: Course | None = None
 
     # ------------------------------------------------------------------ job script
 
@@ -267,6 +285,10 @@ class FactorySlurmSpawner(SlurmSpawner):
             python=f"{self.python_env}/bin/python",
         )
         env[DASK_ENV_VAR] = json.dumps(payload) if payload else ""
+        course = self.job_course
+        if course is not None and course.materials_path:
+            env[COURSE_MATERIALS_VAR] = course.materials_path
+            env[COURSE_FOLDER_VAR] = self.course_folder_path(course)
         return env
 
     def singleuser_command(self) -> list[str]:
@@ -350,6 +372,10 @@ class FactorySlurmSpawner(SlurmSpawner):
         self.ip, self.port = "", 0
         if self.job_request is None:
             self._apply_user_options(self, self.user_options or {})
+        course = self.job_course
+        if course is not None:
+            self._open_course_folder(course)
+            await self.ensure_course_account(course)
         try:
             await self.submit_batch_script()
         except SlurmUnavailable as e:

@@ -6,6 +6,8 @@ import shutil
 from pathlib import Path
 
 SKIPPED = {"__init__.py", "__pycache__"}
+# courses/ arrive through their course (spawners.materials), not with the templates
+SKIPPED_TOP = {"courses"}
 TEMPLATES_FOLDER = "factoryhub-templates"
 
 
@@ -15,7 +17,9 @@ def copy_new_files(source: Path, target: Path) -> list[Path]:
     copied: list[Path] = []
     for path in sorted(source.rglob("*")):
         relative = path.relative_to(source)
-        if SKIPPED.intersection(relative.parts) or not path.is_file():
+        if SKIPPED.intersection(relative.parts) or relative.parts[0] in SKIPPED_TOP:
+            continue
+        if not path.is_file():
             continue
         destination = target / relative
         if destination.exists():

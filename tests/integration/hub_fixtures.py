@@ -74,6 +74,7 @@ def write_site(
     # the crash tests SIGKILL this hub; a culler service would outlive it
     site["idle_culler"] = {"enabled": False}
     site["reports"] = {"enabled": False}  # the OIDC hub runs it (it needs projects)
+    site["courses"] = {"enabled": False, "list": []}  # likewise
     for key, value in overrides.items():
         site[key] = value
     path.write_text(yaml.safe_dump(site))

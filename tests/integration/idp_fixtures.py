@@ -38,6 +38,12 @@ TEST_USERS: dict[str, dict[str, Any]] = {
     "fhtest-oidc": {"name": "FH Test", "groups": ["fhtest-project"]},
     "fhtest-oidc-two": {"name": "FH Test Two", "groups": ["fhtest-project", "acme-ai"]},
     "fhtest-oidc-nogroups": {"name": "FH Test Nogroups", "groups": []},
+    # the test course (oidc_fixtures.COURSE): a trainer by group, participants by group and
+    # by name
+    "fhtest-trainer": {"name": "FH Trainer", "groups": ["fhtest-trainers"]},
+    "fhtest-pupil-a": {"name": "FH Pupil A", "groups": ["fhtest-course-group"]},
+    "fhtest-pupil-b": {"name": "FH Pupil B", "groups": ["fhtest-course-group"]},
+    "fhtest-pupil-c": {"name": "FH Pupil C", "groups": []},
     # not a valid POSIX user name: the hub must refuse it
     "fhtest-oidc-badname": {
         "name": "Bad User",

@@ -4,9 +4,12 @@ projects mapped to real Slurm accounts (slurmdbd), and a browser-like sign-in he
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
 import re
 import secrets
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +37,97 @@ REPORTS_ACCESS = [
     {"users": ["fhtest-oidc"], "allow": ["run", "schedule", "see_all"]},
     {"groups": ["acme-ai"], "reports": ["quick"], "allow": ["run"]},
 ]
+
+# The test course: fhtest-trainer teaches it (group fhtest-trainers); fhtest-pupil-a and -b
+# take it by IdP group, fhtest-pupil-c by name; fhtest-oidc neither teaches nor takes it.
+# Its materials are a git repository (COURSE_REPO, made by the fixture).
+COURSE = "fhtest-course"
+COURSE_TRAINER = "fhtest-trainer"
+COURSE_PUPILS = ["fhtest-pupil-a", "fhtest-pupil-b", "fhtest-pupil-c"]
+COURSES_PORT = 18102
+COURSE_FILES = {
+    "01-welcome.ipynb": "welcome, version 1",
+    "notes/reading.md": "reading list, version 1",
+}
+
+
+def notebook_text(text: str) -> str:
+    """A small valid notebook whose one markdown cell says ``text``."""
+    return json.dumps(
+        {
+            "cells": [{"cell_type": "markdown", "id": "c1", "metadata": {}, "source": [text]}],
+            "metadata": {},
+            "nbformat": 4,
+            "nbformat_minor": 5,
+        }
+    )
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        [
+            "git",
+            "-C",
+            str(repo),
+            "-c",
+            "user.name=FH Test",
+            "-c",
+            "user.email=t@example.org",
+            *args,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def commit_course_files(repo: Path, files: dict[str, str], message: str) -> str:
+    for name, text in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(notebook_text(text) if name.endswith(".ipynb") else text + "\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def reset_course_homes() -> None:
+    """Remove what earlier test sessions left of the test course in its people's homes (the
+    Unix users and their homes outlive a session)."""
+    import pwd
+
+    for name in [COURSE_TRAINER, *COURSE_PUPILS]:
+        try:
+            home = Path(pwd.getpwnam(name).pw_dir)
+        except KeyError:
+            continue
+        shutil.rmtree(home / "courses" / COURSE, ignore_errors=True)
+        shutil.rmtree(home / "collected" / COURSE, ignore_errors=True)
+
+
+def course_site(repo: Path, cache: Path) -> dict[str, Any]:
+    today = datetime.date.today()
+    return {
+        "enabled": True,
+        "port": COURSES_PORT,
+        "materials_cache": str(cache),
+        "start_timeout": 300,
+        "list": [
+            {
+                "name": COURSE,
+                "display_name": "FH Test Course",
+                "description": "The tests' course.",
+                "trainers": {"groups": ["fhtest-trainers"]},
+                "participants": {"groups": ["fhtest-course-group"], "users": ["fhtest-pupil-c"]},
+                "start": (today - datetime.timedelta(days=1)).isoformat(),
+                "end": (today + datetime.timedelta(days=30)).isoformat(),
+                "profile": "cpu-small",
+                "project": "fhtest-lab",
+                "materials": {"git": str(repo)},
+            }
+        ],
+    }
+
 
 TEST_PROJECT = {
     "name": "fhtest-lab",
@@ -95,6 +189,14 @@ def oidc_hub(
         "service_project": TEST_PROJECT["name"],
         "access": REPORTS_ACCESS,
     }
+    # The course's materials: a git repository, mirrored by the Courses service into a cache
+    # every participant can read.
+    course_repo = Path(tempfile.mkdtemp(prefix="factoryhub-test-course-repo-"))
+    git(course_repo, "init", "-q", "-b", "main")
+    commit_course_files(course_repo, COURSE_FILES, "first materials")
+    materials_cache = Path(tempfile.mkdtemp(prefix="factoryhub-test-course-cache-"))
+    materials_cache.chmod(0o755)
+    site["courses"] = course_site(course_repo, materials_cache)
     site_file = state / "factory.yaml"
     site_file.write_text(yaml.safe_dump(site))
     hub = RunningHub(
@@ -109,8 +211,19 @@ def oidc_hub(
         yield hub
     finally:
         hub.stop()
-        cancel_jobs_of(["fhtest-oidc", "fhtest-oidc-two", "fhtest-oidc-nogroups", REPORTS_USER])
+        cancel_jobs_of(
+            [
+                "fhtest-oidc",
+                "fhtest-oidc-two",
+                "fhtest-oidc-nogroups",
+                REPORTS_USER,
+                COURSE_TRAINER,
+                *COURSE_PUPILS,
+            ]
+        )
         shutil.rmtree(reports_dir, ignore_errors=True)
+        shutil.rmtree(course_repo, ignore_errors=True)
+        shutil.rmtree(materials_cache, ignore_errors=True)
 
 
 def hub_sign_in(

@@ -12,6 +12,13 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from .hub_fixtures import REPO, RunningHub
 from .idp_fixtures import TEST_PASSWORD
+from .oidc_fixtures import (
+    COURSE,
+    COURSE_PUPILS,
+    COURSE_TRAINER,
+    hub_sign_in,
+    reset_course_homes,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slurm]
 
@@ -177,5 +184,58 @@ def test_run_a_report_from_its_form_and_open_its_html(
         assert html.locator("img").count() >= 1  # the plot, inline
         html.screenshot(path=str(ARTIFACTS / "browser-report-html.png"), full_page=True)
         html.close()
+    finally:
+        page.close()
+
+
+def test_a_trainer_starts_all_opens_a_participants_server_and_collects(
+    oidc_hub: RunningHub, browser: Browser
+) -> None:
+    """A trainer follows the hub's Courses link to the course page, starts every
+    participant's server, opens one of them in JupyterLab, collects the notebooks and stops
+    all: the course day of the issue's "done when", in the browser."""
+    reset_course_homes()
+    for pupil in COURSE_PUPILS:  # participants who have signed in once (their accounts)
+        hub_sign_in(oidc_hub, pupil, TEST_PASSWORD)[0].close()
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    try:
+        page.goto(f"{oidc_hub.url}/hub/oauth_login?next=/hub/home")
+        page.wait_for_selector("form#login-form", timeout=30_000)
+        page.fill("#username", COURSE_TRAINER)
+        page.fill("#password", TEST_PASSWORD)
+        page.click("#sign-in")
+        page.wait_for_selector("#factoryhub-courses-link", timeout=30_000)
+        page.click("#factoryhub-courses-link")
+        page.click(f".fh-managed-course[data-course={COURSE}]")
+        page.wait_for_selector("#fh-capacity")
+        assert page.get_attribute("#fh-capacity", "data-waiting") == "3"
+        page.screenshot(path=str(ARTIFACTS / "browser-course-page.png"), full_page=True)
+        page.click("#fh-start-all")
+        assert "Starting 3 server(s)" in page.inner_text("#fh-done")
+        # the page follows the servers until every one runs
+        for pupil in COURSE_PUPILS:
+            page.wait_for_selector(
+                f".fh-participant[data-name={pupil}][data-state=running]", timeout=120_000
+            )
+        page.screenshot(path=str(ARTIFACTS / "browser-course-running.png"), full_page=True)
+        with page.expect_popup() as popup:
+            page.click(f".fh-participant[data-name={COURSE_PUPILS[0]}] .fh-open")
+        lab = popup.value
+        # the hub asks the trainer once to confirm the access to the participant's server
+        lab.wait_for_selector("text=Authorize access", timeout=60_000)
+        lab.screenshot(path=str(ARTIFACTS / "browser-course-authorize.png"))
+        lab.click("button[type=submit]")
+        lab.wait_for_url(f"**/user/{COURSE_PUPILS[0]}/{COURSE}/lab**", timeout=60_000)
+        lab.wait_for_selector("text=01-welcome.ipynb", timeout=60_000)  # the course folder
+        lab.screenshot(path=str(ARTIFACTS / "browser-course-participant-lab.png"))
+        lab.close()
+        page.click("#fh-collect")
+        assert "Collected 3 notebook(s) of 3 participant(s)" in page.inner_text("#fh-done")
+        page.click("#fh-stop-all")
+        assert "Stopping 3 server(s)" in page.inner_text("#fh-done")
+        for pupil in COURSE_PUPILS:
+            page.wait_for_selector(
+                f".fh-participant[data-name={pupil}][data-state=stopped]", timeout=60_000
+            )
     finally:
         page.close()

@@ -29,6 +29,7 @@ def local_site(**culler: Any) -> dict[str, Any]:
     del data["auth"]["oidc"]
     del data["idle_culler"]
     data["reports"] = {"enabled": False}  # its own tests below
+    data["courses"]["enabled"] = False  # tests/unit/test_courses.py
     if culler:
         data["idle_culler"] = culler
     return data

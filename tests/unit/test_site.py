@@ -197,7 +197,8 @@ def test_unknown_top_level_key() -> None:
     err = errors_of(data)
     assert lines_of(err) == [
         'factory.yaml: unknown key "hubb" '
-        "(allowed: hub, auth, slurm, spawner, profiles, projects, idle_culler, dask, reports)"
+        "(allowed: hub, auth, slurm, spawner, profiles, projects, idle_culler, dask, reports, "
+        "courses)"
     ]
 
 
@@ -307,6 +308,7 @@ def test_duplicate_names() -> None:
     data["profiles"][2]["name"] = "cpu-small"
     data["projects"] = []
     del data["reports"]  # its service_project names a project
+    del data["courses"]  # so do its courses
     data["slurm"]["partitions"].append({"name": "batch"})
     err = errors_of(data)
     assert err.paths == ["profiles[2].name", "slurm.partitions[2].name"]
@@ -345,6 +347,7 @@ def test_empty_lists() -> None:
     data["profiles"] = []
     data["projects"] = []
     del data["reports"]  # its service_project names a project
+    del data["courses"]  # so do its courses
     assert errors_of(data).paths == ["profiles"]
     data = example()
     data["profiles"][0]["allowed_users"] = []
@@ -592,4 +595,5 @@ def test_projects_are_optional() -> None:
     data = example()
     del data["projects"]
     del data["reports"]  # its service_project names a project
+    del data["courses"]  # so do its courses
     assert parse_site(data).projects == ()

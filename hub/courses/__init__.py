@@ -1,0 +1,1 @@
+"""The Courses service: trainers' course pages (hub service at /services/courses/)."""

@@ -1,0 +1,325 @@
+"""The Courses service's web side: the trainers' course pages behind the hub's login
+(JupyterHub OAuth), and a JSON API for scripts (a hub token in the ``Authorization``
+header). Both go through :class:`CourseDesk`."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.utils import url_path_join
+from tornado import web
+
+from factoryhub.spawners.courses import Course
+
+from .desk import CourseDesk, Refused
+from .roster import Person
+
+TEMPLATES = Path(__file__).parent / "templates"
+ACTIONS = ("start-all", "stop-all", "collect", "materials")
+
+
+def course_json(course: Course) -> dict[str, Any]:
+    return {
+        "name": course.name,
+        "display_name": course.display_name,
+        "description": course.description,
+        "start": course.start.isoformat(),
+        "end": course.end.isoformat(),
+        "open": course.is_open(),
+        "closed_message": course.closed_message(),
+        "profile": course.profile,
+        "project": course.project,
+        "account": course.account,
+        "reservation": course.reservation,
+        "participant_users": list(course.participant_users),
+        "participant_groups": list(course.participant_groups),
+        "trainer_users": list(course.trainer_users),
+        "trainer_groups": list(course.trainer_groups),
+        "materials": course.materials_git or course.materials_path,
+    }
+
+
+class BaseHandler(HubOAuthenticated, web.RequestHandler):
+    @property
+    def desk(self) -> CourseDesk:
+        return self.settings["desk"]
+
+    @property
+    def prefix(self) -> str:
+        return self.settings["prefix"]
+
+    def check_xsrf_cookie(self) -> None:
+        """Scripts send a token in the Authorization header, which no other site can make a
+        browser send: they need no XSRF token. Pages' forms (the hub's cookie) do."""
+        if self.request.headers.get("Authorization", "").startswith(("token ", "Bearer ")):
+            return
+        super().check_xsrf_cookie()
+
+    async def me(self) -> Person:
+        user = self.current_user
+        assert user is not None
+        return await self.desk.person(user["name"])
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        self.finish({"status": status_code, "message": message})
+
+
+class ApiHandler(BaseHandler):
+    def body(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except json.JSONDecodeError:
+            raise Refused(400, "The request body is not JSON.") from None
+        if not isinstance(data, dict):
+            raise Refused(400, "The request body must be a JSON object.")
+        return data
+
+
+def api(method: Any) -> Any:
+    @web.authenticated
+    async def wrapper(self: ApiHandler, *args: str) -> None:
+        try:
+            await method(self, *args)
+        except Refused as e:
+            self.set_status(e.status)
+            self.finish({"status": e.status, "message": e.message, "problems": e.problems})
+
+    return wrapper
+
+
+async def course_state(desk: CourseDesk, course: Course) -> dict[str, Any]:
+    roster = await desk.roster(course)
+    cap = await desk.capacity(course)
+    waiting = sum(1 for p in roster if p.signed_in and p.state == "stopped")
+    return {
+        "course": course_json(course),
+        "participants": [p.to_json() for p in roster],
+        "capacity": cap.to_json(),
+        "waiting": waiting,
+        "running": sum(1 for p in roster if p.state == "running"),
+        "events": [
+            {"at": e.at, "who": e.who, "kind": e.kind, "detail": e.detail}
+            for e in desk.store.events(course.name, 30)
+        ],
+    }
+
+
+class CoursesApi(ApiHandler):
+    @api
+    async def get(self, name: str = "") -> None:
+        me = await self.me()
+        if not name:
+            self.finish({"courses": [course_json(c) for c in self.desk.managed(me)]})
+            return
+        course = await self.desk.course_for(me, name)
+        self.finish(await course_state(self.desk, course))
+
+    @api
+    async def patch(self, name: str) -> None:
+        me = await self.me()
+        course = await self.desk.course_for(me, name)
+        body = self.body()
+        form = {
+            k: (" ".join(v) if isinstance(v, list) else str(v))
+            for k, v in body.items()
+            if k in ("participant_users", "start", "end", "reservation", "description")
+        }
+        unknown = sorted(set(body) - set(form))
+        if unknown:
+            raise Refused(400, f"These cannot be changed here: {', '.join(unknown)}.")
+        course = self.desk.edit(course, me.name, form)
+        self.finish({"course": course_json(course)})
+
+
+class CourseActionApi(ApiHandler):
+    @api
+    async def post(self, name: str, action: str) -> None:
+        me = await self.me()
+        course = await self.desk.course_for(me, name)
+        self.finish(await run_action(self.desk, course, me, action))
+
+
+async def run_action(desk: CourseDesk, course: Course, me: Person, action: str) -> dict[str, Any]:
+    if action == "start-all":
+        return (await desk.start_all(course, me.name)).to_json()
+    if action == "stop-all":
+        return (await desk.stop_all(course, me.name)).to_json()
+    if action == "collect":
+        made = await desk.collect(course, me.name)
+        return {"target": made.target, "copied": made.copied, "problems": made.problems}
+    commit = await desk.update_materials(course, me.name)
+    return {"commit": commit}
+
+
+class ParticipantApi(ApiHandler):
+    @api
+    async def post(self, name: str, participant: str, action: str) -> None:
+        me = await self.me()
+        course = await self.desk.course_for(me, name)
+        await self.desk.start_one(course, me.name, participant, stop=action == "stop")
+        self.finish({"participant": participant, "action": action})
+
+
+# --------------------------------------------------------------------------- pages
+
+
+class PageHandler(BaseHandler):
+    def render_page(self, template: str, status: int = 200, **values: Any) -> None:
+        env: jinja2.Environment = self.settings["jinja"]
+        self.set_status(status)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(
+            env.get_template(template).render(
+                prefix=self.prefix,
+                hub_prefix=self.settings["hub_prefix"],
+                base_url=self.settings["base_url"],
+                user=self.current_user,
+                xsrf=self.xsrf_token.decode(),
+                url=url_path_join,
+                **values,
+            )
+        )
+
+
+def page(method: Any) -> Any:
+    @web.authenticated
+    async def wrapper(self: PageHandler, *args: str) -> None:
+        try:
+            await method(self, *args)
+        except Refused as e:
+            self.render_page("refused.html", status=e.status, error=e)
+
+    return wrapper
+
+
+class IndexPage(PageHandler):
+    @page
+    async def get(self) -> None:
+        me = await self.me()
+        self.render_page(
+            "index.html", me=me, managed=self.desk.managed(me), taken=self.desk.taken(me)
+        )
+
+
+class CoursePage(PageHandler):
+    async def show(self, me: Person, course: Course, status: int = 200, **values: Any) -> None:
+        state = await course_state(self.desk, course)
+        self.render_page("course.html", status=status, me=me, c=course, state=state, **values)
+
+    @page
+    async def get(self, name: str) -> None:
+        me = await self.me()
+        await self.show(me, await self.desk.course_for(me, name))
+
+    @page
+    async def post(self, name: str, action: str) -> None:
+        me = await self.me()
+        course = await self.desk.course_for(me, name)
+        if action == "edit":
+            form = {
+                k: self.get_body_argument(k, "")
+                for k in ("participant_users", "start", "end", "reservation", "description")
+            }
+            try:
+                course = self.desk.edit(course, me.name, form)
+            except Refused as e:
+                await self.show(me, course, status=400, error=e, sent=form)
+                return
+            await self.show(me, course, done="The course was saved.")
+            return
+        try:
+            result = await run_action(self.desk, course, me, action)
+        except Refused as e:
+            await self.show(me, course, status=e.status, error=e)
+            return
+        await self.show(me, self.desk.course(name), done=done_text(action, result))
+
+
+class ParticipantPage(PageHandler):
+    @page
+    async def post(self, name: str, participant: str, action: str) -> None:
+        me = await self.me()
+        course = await self.desk.course_for(me, name)
+        await self.desk.start_one(course, me.name, participant, stop=action == "stop")
+        self.redirect(url_path_join(self.prefix, "course", name) + "#participants")
+
+
+def done_text(action: str, result: dict[str, Any]) -> str:
+    if action in ("start-all", "stop-all"):
+        verb = "Starting" if action == "start-all" else "Stopping"
+        text = f"{verb} {len(result['asked'])} server(s)."
+        if result["skipped"]:
+            text += " Left as they are: " + ", ".join(
+                f"{n} ({why})" for n, why in sorted(result["skipped"].items())
+            )
+        if result["errors"]:
+            text += " Refused: " + ", ".join(f"{n} ({e})" for n, e in result["errors"].items())
+        return text
+    if action == "collect":
+        copied = sum(result["copied"].values())
+        text = (
+            f"Collected {copied} notebook(s) of {len(result['copied'])} participant(s) "
+            f"into {result['target']}."
+        )
+        if result["problems"]:
+            text += " Not collected: " + ", ".join(
+                f"{n} ({why})" for n, why in sorted(result["problems"].items())
+            )
+        return text
+    if result.get("commit"):
+        return (
+            f"Materials updated to commit {result['commit'][:10]}; participants get them at "
+            "their next start."
+        )
+    return (
+        "This course's materials are a folder: participants get its current files at their "
+        "next start."
+    )
+
+
+def make_app(
+    desk: CourseDesk, prefix: str, hub_prefix: str, base_url: str, **settings: Any
+) -> web.Application:
+    def at(path: str) -> str:
+        return url_path_join(prefix, path)
+
+    jinja = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True, trim_blocks=True
+    )
+    jinja.filters["when"] = lambda ts: (
+        datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+    )
+    jinja.filters["iso_when"] = lambda iso: (
+        datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
+        if iso
+        else ""
+    )
+    actions = "|".join(ACTIONS)
+    return web.Application(
+        [
+            (prefix.rstrip("/") + "/?", IndexPage),
+            (at("oauth_callback"), HubOAuthCallbackHandler),
+            (at("course/([^/]+)"), CoursePage),
+            (at(f"course/([^/]+)/(edit|{actions})"), CoursePage),
+            (at("course/([^/]+)/participants/([^/]+)/(start|stop)"), ParticipantPage),
+            (at("api/courses"), CoursesApi),
+            (at("api/courses/([^/]+)"), CoursesApi),
+            (at(f"api/courses/([^/]+)/({actions})"), CourseActionApi),
+            (at("api/courses/([^/]+)/participants/([^/]+)/(start|stop)"), ParticipantApi),
+        ],
+        desk=desk,
+        prefix=prefix,
+        hub_prefix=hub_prefix,
+        base_url=base_url,
+        jinja=jinja,
+        hub_auth=HubOAuth(cache_max_age=60),
+        xsrf_cookies=True,
+        **settings,
+    )

@@ -1,0 +1,319 @@
+"""The Courses service's work: what a trainer may see and do with a course.
+
+Pages and JSON API both call :class:`CourseDesk`; it talks to the hub (users, the course
+groups, starting and stopping servers), to Slurm (free capacity) and to the store of
+trainers' edits and actions. A :class:`Refused` carries the HTTP status and the message for
+the person.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pwd
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from factoryhub.hub.site_model import Site
+from factoryhub.spawners.course_store import CourseStore
+from factoryhub.spawners.courses import Course, course_named, load_courses
+from factoryhub.spawners.materials import MaterialsError, mirror_git
+from factoryhub.spawners.slurm_client import LocalSlurmClient, SlurmError, SlurmUnavailable
+
+from . import capacity as capacity_mod
+from .collect import Collected, collect
+from .roster import Hub, HubError, Participant, Person, participants, wait_for
+
+log = logging.getLogger("factoryhub.courses")
+POSIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+RESERVATION = re.compile(r"^([A-Za-z0-9_.-]{1,64})?$")
+START_CONCURRENCY = 8
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str, problems: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.problems = problems or {}
+
+
+@dataclass
+class Batch:
+    """A start-all or stop-all: what was asked of the hub, and how it went."""
+
+    kind: str
+    course: str
+    asked: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "course": self.course,
+            "asked": self.asked,
+            "skipped": self.skipped,
+            "errors": self.errors,
+        }
+
+
+def home_of(username: str) -> str | None:
+    try:
+        return pwd.getpwnam(username).pw_dir
+    except KeyError:
+        return None
+
+
+class CourseDesk:
+    def __init__(
+        self, site: Site, store: CourseStore, hub: Hub, slurm: LocalSlurmClient | None = None
+    ) -> None:
+        self.site = site
+        self.settings = site.courses
+        self.store = store
+        self.hub = hub
+        self.slurm = slurm or LocalSlurmClient()
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ courses and people
+
+    def courses(self) -> tuple[Course, ...]:
+        return load_courses([c.to_config() for c in self.settings.courses], self.store.edits())
+
+    def course(self, name: str) -> Course:
+        course = course_named(self.courses(), name)
+        if course is None:
+            raise Refused(404, f"There is no course called {name}.")
+        return course
+
+    async def person(self, name: str) -> Person:
+        try:
+            return await self.hub.person(name)
+        except HubError as e:
+            raise Refused(503, f"The hub did not tell who {name} is: {e.message}") from None
+
+    @staticmethod
+    def manages(person: Person, course: Course) -> bool:
+        return person.admin or course.is_trainer(person.name, person.groups)
+
+    def managed(self, person: Person) -> list[Course]:
+        return [c for c in self.courses() if self.manages(person, c)]
+
+    def taken(self, person: Person) -> list[Course]:
+        return [c for c in self.courses() if c.is_participant(person.name, person.groups)]
+
+    async def course_for(self, person: Person, name: str) -> Course:
+        """The course, if ``person`` is one of its trainers (or a hub admin)."""
+        course = self.course(name)
+        if not self.manages(person, course):
+            raise Refused(
+                403,
+                f"Only the trainers of {course.display_name} may open its course page. If "
+                "you teach it, ask the factory's support to add you to its trainers.",
+            )
+        return course
+
+    async def roster(self, course: Course) -> list[Participant]:
+        try:
+            return participants(course, await self.hub.users())
+        except HubError as e:
+            raise Refused(503, f"The hub did not list the participants: {e.message}") from None
+
+    async def capacity(self, course: Course) -> capacity_mod.Capacity:
+        try:
+            profile = self.site.profile(course.profile).to_config()
+        except KeyError:
+            return capacity_mod.Capacity(0, 0, 0, "", f"the profile {course.profile} is gone")
+        from factoryhub.spawners.profiles import load_profiles
+
+        try:
+            return await capacity_mod.capacity(
+                self.slurm, load_profiles([profile])[0], course.reservation
+            )
+        except (SlurmError, SlurmUnavailable) as e:
+            return capacity_mod.Capacity(0, 0, 0, "", f"Slurm did not answer: {e}")
+
+    # ------------------------------------------------------------------ edits
+
+    def edit(self, course: Course, who: str, form: dict[str, str]) -> Course:
+        """Check and save a trainer's changes; every problem is named by its field."""
+        problems: dict[str, str] = {}
+        changes: dict[str, Any] = {}
+        if "participant_users" in form:
+            names = [n for n in re.split(r"[\s,]+", form["participant_users"]) if n]
+            bad = [n for n in names if not POSIX_NAME.fullmatch(n)]
+            if bad:
+                problems["participant_users"] = (
+                    f"not user names: {', '.join(bad[:5])} (lowercase letters, digits, _ and -)"
+                )
+            changes["participant_users"] = sorted(set(names))
+        days: dict[str, date] = {}
+        for key in ("start", "end"):
+            if key in form:
+                try:
+                    days[key] = date.fromisoformat(form[key].strip())
+                    changes[key] = days[key].isoformat()
+                except ValueError:
+                    problems[key] = f"expected a day written YYYY-MM-DD, got {form[key]!r}"
+        start = days.get("start", course.start)
+        end = days.get("end", course.end)
+        if "start" not in problems and "end" not in problems and end < start:
+            problems["end"] = f"the course would end ({end}) before it starts ({start})"
+        if "reservation" in form:
+            value = form["reservation"].strip()
+            if not RESERVATION.fullmatch(value):
+                problems["reservation"] = "a Slurm reservation name (letters, digits, _.-) or empty"
+            changes["reservation"] = value
+        if "description" in form:
+            if len(form["description"]) > 500:
+                problems["description"] = "at most 500 characters"
+            changes["description"] = form["description"].strip()
+        if problems:
+            raise Refused(
+                400, "The course was not changed: " + "; ".join(problems.values()), problems
+            )
+        self.store.save_edits(course.name, changes, who)
+        log.info("%s changed the course %s: %s", who, course.name, changes)
+        return self.course(course.name)
+
+    # ------------------------------------------------------------------ servers
+
+    async def start_all(self, course: Course, who: str) -> Batch:
+        if not course.is_open():
+            raise Refused(409, course.closed_message())
+        batch = Batch("start-all", course.name)
+        people = await self.roster(course)
+        todo = []
+        for p in people:
+            if not p.signed_in:
+                batch.skipped[p.name] = "has not signed in to the hub yet"
+            elif home_of(p.name) is None:
+                batch.skipped[p.name] = "has no Unix account on the cluster yet"
+            elif p.state != "stopped":
+                batch.skipped[p.name] = f"already {p.state}"
+            else:
+                todo.append(p.name)
+        limit = asyncio.Semaphore(START_CONCURRENCY)
+
+        async def one(name: str) -> None:
+            async with limit:
+                try:
+                    await self.hub.start(name, course.name)
+                    batch.asked.append(name)
+                except HubError as e:
+                    batch.errors[name] = e.message
+
+        begun = time.monotonic()
+        await asyncio.gather(*(one(n) for n in todo))
+        self.store.log(course.name, who, "start-all", batch.to_json())
+        log.info("%s started all of %s: %s", who, course.name, batch.to_json())
+        if batch.asked:
+            self._background(self._record_ready(course, who, set(batch.asked), begun))
+        return batch
+
+    async def _record_ready(self, course: Course, who: str, names: set[str], begun: float) -> None:
+        offset = time.monotonic() - begun  # the POSTs themselves
+        reached = await wait_for(self.hub, course, names, "running", self.settings.start_timeout)
+        detail = {
+            "ready": len(reached),
+            "asked": len(names),
+            "seconds": round(offset + max(reached.values(), default=0.0), 1),
+            "still_starting": sorted(names - set(reached)),
+        }
+        self.store.log(
+            course.name, who, "all-ready" if len(reached) == len(names) else "not-ready", detail
+        )
+
+    async def stop_all(self, course: Course, who: str, why: str = "stop-all") -> Batch:
+        batch = Batch(why, course.name)
+        for p in await self.roster(course):
+            if p.state in ("running", "starting"):
+                try:
+                    await self.hub.stop(p.name, course.name)
+                    batch.asked.append(p.name)
+                except HubError as e:
+                    batch.errors[p.name] = e.message
+        self.store.log(course.name, who, why, batch.to_json())
+        return batch
+
+    async def start_one(self, course: Course, who: str, name: str, stop: bool = False) -> None:
+        if name not in {p.name for p in await self.roster(course)}:
+            raise Refused(404, f"{name} is not a participant of {course.display_name}.")
+        if not stop and not course.is_open():
+            raise Refused(409, course.closed_message())
+        try:
+            await (self.hub.stop if stop else self.hub.start)(name, course.name)
+        except HubError as e:
+            raise Refused(e.status if e.status in (400, 409) else 502, e.message) from None
+        self.store.log(course.name, who, "stop" if stop else "start", {"participant": name})
+
+    # ------------------------------------------------------------------ notebooks
+
+    async def collect(self, course: Course, who: str) -> Collected:
+        home = home_of(who)
+        if home is None:
+            raise Refused(409, f"{who} has no Unix account here to collect the notebooks into.")
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        target = Path(self.settings.collect_dir_for(home, who)) / course.name / stamp
+        sources = {}
+        for p in await self.roster(course):
+            p_home = home_of(p.name)
+            if p_home is not None:
+                sources[p.name] = self.settings.folder_for(p_home, p.name, course.name)
+        made = await collect(sources, who, str(target))
+        self.store.log(
+            course.name,
+            who,
+            "collect",
+            {"target": made.target, "copied": made.copied, "problems": made.problems},
+        )
+        return made
+
+    async def update_materials(self, course: Course, who: str) -> str:
+        """Fetch a git course's materials again (participants get them at their next start)."""
+        if not course.materials_git:
+            return ""
+        try:
+            commit = await asyncio.to_thread(
+                mirror_git, course.materials_git, Path(course.materials_path), course.materials_ref
+            )
+        except MaterialsError as e:
+            raise Refused(502, f"The materials could not be fetched: {e}") from None
+        self.store.log(course.name, who, "materials", {"commit": commit})
+        return commit
+
+    # ------------------------------------------------------------------ upkeep
+
+    async def tick(self) -> None:
+        """Keep each course's hub group equal to its participants; close ended courses."""
+        users = await self.hub.users()
+        for course in self.courses():
+            members = {p.name for p in participants(course, users) if p.signed_in}
+            added, removed = await self.hub.sync_group(course, members)
+            if added or removed:
+                log.info("course %s: group +%s -%s", course.name, sorted(added), sorted(removed))
+            if datetime.now().astimezone() >= course.closes_at():
+                running = [
+                    p for p in participants(course, users) if p.state in ("running", "starting")
+                ]
+                if running:
+                    await self.stop_all(course, "factoryhub", why="course-ended")
+
+    async def prepare(self) -> None:
+        """At service start: fetch git materials that are not there yet."""
+        for course in self.courses():
+            if course.materials_git and not (Path(course.materials_path) / ".git").exists():
+                try:
+                    await self.update_materials(course, "factoryhub")
+                except Refused as e:
+                    log.error("course %s: %s", course.name, e.message)
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)

@@ -1,0 +1,199 @@
+"""Who is in a course and what their course server is doing, from the hub's REST API.
+
+The Courses service talks to the hub with its own token, whose role (``hub.services``)
+allows only what the course page needs: read users (their groups), and for each course's
+group (``course:<name>``) read and start/stop its members' servers and edit its members.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from jupyterhub.utils import url_path_join
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from factoryhub.spawners.courses import Course, hub_group
+
+
+class HubError(RuntimeError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    groups: frozenset[str] = frozenset()
+    admin: bool = False
+
+
+@dataclass
+class Participant:
+    """A participant and their course server (``state``: never-signed-in, stopped, starting,
+    running, stopping)."""
+
+    name: str
+    signed_in: bool
+    state: str
+    url: str = ""
+    started: str = ""
+    last_activity: str = ""
+    progress_url: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "signed_in": self.signed_in,
+            "state": self.state,
+            "url": self.url,
+            "started": self.started,
+            "last_activity": self.last_activity,
+        }
+
+
+def server_state(server: dict[str, Any] | None) -> str:
+    if not server:
+        return "stopped"
+    if server.get("pending") == "spawn":
+        return "starting"
+    if server.get("pending") == "stop":
+        return "stopping"
+    if server.get("ready"):
+        return "running"
+    return "stopped"  # a stopped named server (include_stopped_servers)
+
+
+class Hub:
+    """The hub's REST API with the service's token."""
+
+    def __init__(self, api_url: str, token: str, timeout: float = 20.0) -> None:
+        self.api_url = api_url
+        self.token = token
+        self.timeout = timeout
+
+    async def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = ()) -> Any:
+        request = HTTPRequest(
+            url_path_join(self.api_url, path),
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+            body=json.dumps(body) if body is not None else (None if method == "GET" else "{}"),
+            allow_nonstandard_methods=True,
+            request_timeout=self.timeout,
+        )
+        try:
+            response = await AsyncHTTPClient().fetch(request)
+        except HTTPClientError as e:
+            if e.code in ok:
+                return None
+            detail = ""
+            if e.response is not None and e.response.body:
+                try:
+                    detail = json.loads(e.response.body).get("message", "")
+                except (ValueError, AttributeError):
+                    detail = e.response.body.decode(errors="replace")[:200]
+            raise HubError(e.code, detail or str(e)) from None
+        except OSError as e:
+            raise HubError(503, f"the hub did not answer: {e}") from None
+        return json.loads(response.body) if response.body else None
+
+    # ------------------------------------------------------------------ people
+
+    async def person(self, name: str) -> Person:
+        model = await self.call("GET", f"users/{quote(name, safe='')}")
+        return Person(name, frozenset(model.get("groups") or ()), bool(model.get("admin")))
+
+    async def users(self) -> dict[str, dict[str, Any]]:
+        """Every hub user with their groups and servers, by name (paged through)."""
+        found: dict[str, dict[str, Any]] = {}
+        offset = 0
+        while True:
+            page = await self.call(
+                "GET", f"users?include_stopped_servers=1&limit=200&offset={offset}"
+            )
+            items = page["items"] if isinstance(page, dict) else page
+            for model in items:
+                found[model["name"]] = model
+            if not isinstance(page, dict) or not page.get("_pagination", {}).get("next"):
+                return found
+            offset = page["_pagination"]["next"]["offset"]
+
+    # ------------------------------------------------------------------ groups
+
+    async def sync_group(self, course: Course, members: set[str]) -> tuple[set[str], set[str]]:
+        """Make ``course:<name>``'s members exactly ``members`` (hub users); returns (added,
+        removed)."""
+        name = quote(hub_group(course.name), safe="")
+        group = await self.call("GET", f"groups/{name}", ok=(404,))
+        if group is None:
+            await self.call("POST", f"groups/{name}", {}, ok=(409,))
+            group = {"users": []}
+        have = set(group.get("users") or ())
+        added, removed = members - have, have - members
+        if added:
+            await self.call("POST", f"groups/{name}/users", {"users": sorted(added)})
+        if removed:
+            await self.call("DELETE", f"groups/{name}/users", {"users": sorted(removed)})
+        return added, removed
+
+    # ------------------------------------------------------------------ servers
+
+    async def start(self, user: str, server: str) -> None:
+        await self.call(
+            "POST", f"users/{quote(user, safe='')}/servers/{quote(server, safe='')}", {}
+        )
+
+    async def stop(self, user: str, server: str) -> None:
+        await self.call(
+            "DELETE", f"users/{quote(user, safe='')}/servers/{quote(server, safe='')}", {}
+        )
+
+
+def participants(course: Course, users: dict[str, dict[str, Any]]) -> list[Participant]:
+    """The course's participants: the hub users it names or whose groups it names, and the
+    named users who have never signed in (no hub user yet)."""
+    found: list[Participant] = []
+    for name, model in sorted(users.items()):
+        if not course.is_participant(name, model.get("groups") or ()):
+            continue
+        server = (model.get("servers") or {}).get(course.name)
+        state = server_state(server)
+        found.append(
+            Participant(
+                name=name,
+                signed_in=True,
+                state=state,
+                url=(server or {}).get("url", "") if state == "running" else "",
+                started=(server or {}).get("started") or "",
+                last_activity=(server or {}).get("last_activity") or "",
+                progress_url=(server or {}).get("progress_url", ""),
+            )
+        )
+    known = {p.name for p in found}
+    for name in sorted(set(course.participant_users) - known):
+        found.append(Participant(name=name, signed_in=False, state="never-signed-in"))
+    return found
+
+
+async def wait_for(
+    hub: Hub, course: Course, names: set[str], want: str, within: float, every: float = 1.0
+) -> dict[str, float]:
+    """Poll until every name's course server is in state ``want``; returns the seconds each
+    took (from now), leaving out those still not there after ``within`` seconds."""
+    begun = time.monotonic()
+    reached: dict[str, float] = {}
+    while True:
+        users = await hub.users()
+        for p in participants(course, users):
+            if p.name in names and p.name not in reached and p.state == want:
+                reached[p.name] = time.monotonic() - begun
+        if set(reached) >= names or time.monotonic() - begun > within:
+            return reached
+        await asyncio.sleep(every)

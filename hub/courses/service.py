@@ -1,0 +1,103 @@
+"""Run the Courses service: ``python -m factoryhub.hub.courses.service``.
+
+The hub starts it as a managed service (``hub.services.courses_settings``) with the
+service's token, URL and prefix in ``JUPYTERHUB_*`` variables and the site file in
+``FACTORYHUB_SITE_FILE``. Trainers' edits and actions are in ``<hub state_dir>/courses/
+courses.sqlite`` (the spawner reads the edits from there too). Every few seconds it keeps
+each course's hub group equal to its participants and stops the servers of courses that
+have ended. It ends with the hub that started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+from tornado.ioloop import PeriodicCallback
+
+from factoryhub.hub.site import SiteError, example_site_path, load_site
+from factoryhub.spawners.course_store import CourseStore
+
+from .app import make_app
+from .desk import CourseDesk
+from .roster import Hub, HubError
+
+log = logging.getLogger("factoryhub.courses")
+PARENT_CHECK_S = 2.0
+TICK_S = 5.0
+
+
+def store_path(state_dir: str) -> Path:
+    return Path(state_dir) / "courses" / "courses.sqlite"
+
+
+async def serve() -> None:
+    site_file = os.environ.get("FACTORYHUB_SITE_FILE") or str(example_site_path())
+    try:
+        site = load_site(site_file)
+    except SiteError as e:
+        log.error("the site file is not valid, the Courses service does not start:\n%s", e)
+        sys.exit(2)
+    hub = Hub(
+        os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api"),
+        os.environ.get("JUPYTERHUB_API_TOKEN", ""),
+    )
+    desk = CourseDesk(site, CourseStore(store_path(site.hub.state_dir)), hub)
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/courses/")
+    base_url = os.environ.get("JUPYTERHUB_BASE_URL", "/")
+    app = make_app(desk, prefix, base_url + "hub/", base_url, cookie_secret=secrets.token_bytes(32))
+    port = site.courses.port
+    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", f"http://127.0.0.1:{port}"))
+    app.listen(url.port or port, url.hostname or "127.0.0.1", xheaders=True)
+    log.info(
+        "Courses service on %s (prefix %s), %d courses", url.geturl(), prefix, len(desk.courses())
+    )
+    await desk.prepare()
+    busy = asyncio.Lock()
+
+    async def tick() -> None:
+        if busy.locked():
+            return
+        async with busy:
+            try:
+                await desk.tick()
+            except HubError as e:
+                log.warning("the hub did not answer the courses' upkeep: %s", e.message)
+            except Exception:
+                log.exception("the courses' upkeep failed; trying again next time")
+
+    await tick()
+    PeriodicCallback(tick, TICK_S * 1000).start()
+
+    stop = asyncio.Event()
+    parent = os.getppid()
+
+    def hub_gone() -> None:
+        if os.getppid() != parent:
+            log.warning("the hub that started the Courses service is gone; stopping")
+            logging.shutdown()
+            os._exit(0)
+
+    if parent != 1:
+        PeriodicCallback(hub_gone, PARENT_CHECK_S * 1000).start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="[%(levelname)1.1s %(asctime)s courses] %(message)s"
+    )
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""The hub home page's "Your courses" box: the courses a user takes or teaches, whether each
+is open today, and their course server (start it, open it).
+
+``courses_for_home(configs, db, user)`` is bound to the site's courses with
+``functools.partial`` and handed to the template through ``c.JupyterHub.template_vars``
+(JupyterHub calls it with the current user). It only reads, and tolerates a user object
+without groups or spawners.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from factoryhub.spawners.course_store import CourseStore
+from factoryhub.spawners.courses import load_courses
+
+
+def courses_for_home(
+    configs: Sequence[Mapping[str, Any]], db: str, user: Any
+) -> list[dict[str, Any]]:
+    name = getattr(user, "name", "")
+    groups = {getattr(g, "name", str(g)) for g in (getattr(user, "groups", None) or ())}
+    spawners = getattr(user, "spawners", None) or {}
+    found = []
+    for course in load_courses(configs, CourseStore(db).edits() if db else {}):
+        takes = course.is_participant(name, groups)
+        teaches = course.is_trainer(name, groups)
+        if not takes and not teaches:
+            continue
+        spawner = spawners.get(course.name)
+        running = bool(spawner is not None and getattr(spawner, "ready", False))
+        found.append(
+            {
+                "name": course.name,
+                "display_name": course.display_name,
+                "when": course.when_text(),
+                "open": course.is_open(),
+                "message": course.closed_message(),
+                "takes": takes,
+                "teaches": teaches,
+                "running": running,
+                "pending": bool(spawner is not None and getattr(spawner, "pending", None)),
+            }
+        )
+    return found

@@ -1,0 +1,188 @@
+"""Courses as the spawner and the Courses service see them.
+
+A course (from the site file's ``courses`` section, with its trainers' edits from the
+course page applied) has trainers, participants (IdP groups and/or user names), the days it
+is open (start to end, both included, in the hub's local time), the one profile its
+participants get, the project whose Slurm account pays, an optional Slurm reservation and
+its materials.
+
+A participant's course server is the named server called like the course
+(``/user/<name>/<course>/``): its resources are pinned, it opens only on the course's
+days, and its jobs use the reservation. Trainers' access to the participants' servers goes
+through the JupyterHub group :func:`hub_group` (``course:<name>``), whose members are the
+participants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from typing import Any
+
+GROUP_PREFIX = "course:"
+# What trainers may change from the course page (the rest is the site file's).
+EDITABLE = ("participant_users", "start", "end", "reservation", "description")
+
+
+def hub_group(course: str) -> str:
+    """The JupyterHub group holding a course's participants."""
+    return f"{GROUP_PREFIX}{course}"
+
+
+def course_of_group(group: str) -> str:
+    return group[len(GROUP_PREFIX) :] if group.startswith(GROUP_PREFIX) else ""
+
+
+@dataclass(frozen=True)
+class Course:
+    name: str
+    display_name: str
+    profile: str
+    project: str
+    account: str
+    start: date
+    end: date
+    description: str = ""
+    trainer_users: tuple[str, ...] = ()
+    trainer_groups: tuple[str, ...] = ()
+    participant_users: tuple[str, ...] = ()
+    participant_groups: tuple[str, ...] = ()
+    reservation: str = ""
+    # Where participants' servers read the materials from: the site's folder, or the
+    # service's checkout of the git repository. "" when the course has none.
+    materials_path: str = ""
+    materials_git: str = ""
+    materials_ref: str = ""
+
+    @classmethod
+    def from_config(cls, data: Mapping[str, Any]) -> Course:
+        return cls(
+            name=str(data["name"]),
+            display_name=str(data.get("display_name") or data["name"]),
+            description=str(data.get("description", "")),
+            profile=str(data["profile"]),
+            project=str(data.get("project", "")),
+            account=str(data.get("account", "")),
+            start=_day(data["start"]),
+            end=_day(data["end"]),
+            trainer_users=tuple(data.get("trainer_users") or ()),
+            trainer_groups=tuple(data.get("trainer_groups") or ()),
+            participant_users=tuple(data.get("participant_users") or ()),
+            participant_groups=tuple(data.get("participant_groups") or ()),
+            reservation=str(data.get("reservation") or ""),
+            materials_path=str(data.get("materials_path") or ""),
+            materials_git=str(data.get("materials_git") or ""),
+            materials_ref=str(data.get("materials_ref") or ""),
+        )
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "display_name": self.display_name,
+            "description": self.description,
+            "profile": self.profile,
+            "project": self.project,
+            "account": self.account,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "trainer_users": list(self.trainer_users),
+            "trainer_groups": list(self.trainer_groups),
+            "participant_users": list(self.participant_users),
+            "participant_groups": list(self.participant_groups),
+            "reservation": self.reservation,
+            "materials_path": self.materials_path,
+            "materials_git": self.materials_git,
+            "materials_ref": self.materials_ref,
+        }
+
+    # ------------------------------------------------------------------ who
+
+    def is_participant(self, username: str, groups: Iterable[str]) -> bool:
+        return username in self.participant_users or bool(
+            set(groups).intersection(self.participant_groups)
+        )
+
+    def is_trainer(self, username: str, groups: Iterable[str]) -> bool:
+        return username in self.trainer_users or bool(set(groups).intersection(self.trainer_groups))
+
+    # ------------------------------------------------------------------ when
+
+    def opens_at(self) -> datetime:
+        return datetime.combine(self.start, datetime.min.time()).astimezone()
+
+    def closes_at(self) -> datetime:
+        return datetime.combine(self.end + timedelta(days=1), datetime.min.time()).astimezone()
+
+    def is_open(self, now: datetime | None = None) -> bool:
+        now = now or datetime.now().astimezone()
+        return self.opens_at() <= now < self.closes_at()
+
+    def when_text(self) -> str:
+        if self.start == self.end:
+            return f"on {self.start:%A %d %B %Y}"
+        return f"from {self.start:%d %B %Y} to {self.end:%d %B %Y}"
+
+    def closed_message(self, now: datetime | None = None) -> str:
+        """Why the course is not open now, and what to do ('' when it is open)."""
+        now = now or datetime.now().astimezone()
+        if now < self.opens_at():
+            return (
+                f"The course {self.display_name} opens on {self.start:%d %B %Y} (it runs "
+                f"{self.when_text()}). Your course server can be started from then on."
+            )
+        if now >= self.closes_at():
+            return (
+                f"The course {self.display_name} ended on {self.end:%d %B %Y}, so its servers "
+                "are closed. Your notebooks stay in your home; ask your trainer if you need "
+                "more time."
+            )
+        return ""
+
+    # ------------------------------------------------------------------ edits
+
+    def with_edits(self, edits: Mapping[str, Any] | None) -> Course:
+        """This course with its trainers' edits (only the keys in EDITABLE) applied."""
+        if not edits:
+            return self
+        changes: dict[str, Any] = {}
+        for key in EDITABLE:
+            if key not in edits:
+                continue
+            value = edits[key]
+            if key in ("start", "end"):
+                changes[key] = _day(value)
+            elif key == "participant_users":
+                changes[key] = tuple(value)
+            else:
+                changes[key] = str(value)
+        return replace(self, **changes)
+
+
+def _day(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
+def load_courses(
+    configs: Sequence[Mapping[str, Any]], edits: Mapping[str, Mapping[str, Any]] | None = None
+) -> tuple[Course, ...]:
+    """The courses of the site file, each with its edits (by course name) applied."""
+    edits = edits or {}
+    return tuple(Course.from_config(c).with_edits(edits.get(str(c["name"]))) for c in configs)
+
+
+def course_named(courses: Iterable[Course], name: str) -> Course | None:
+    for course in courses:
+        if course.name == name:
+            return course
+    return None
+
+
+def course_groups(courses: Iterable[Course], username: str, groups: Iterable[str]) -> set[str]:
+    """The hub groups of the courses ``username`` takes part in (for group sync at sign-in)."""
+    mine = set(groups)
+    return {hub_group(c.name) for c in courses if c.is_participant(username, mine)}
