@@ -43,6 +43,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     service_user = site_setup.reports_service_user(site)
     if service_user:
         _say(f"scheduled site reports run as {service_user}")
+    cache = site_setup.course_materials_cache(site)
+    if cache:
+        _say(f"courses' git materials are mirrored into {cache}")
     idp_pid = site_setup.idp_up(site)
     if idp_pid:
         assert site.auth.oidc is not None
@@ -65,12 +68,20 @@ def cmd_up(args: argparse.Namespace) -> int:
         if site.reports.enabled
         else ""
     )
+    courses = "".join(
+        f"  Course {c.name}:{'':{max(1, 14 - len(c.name))}s}{processes.HUB_URL.rstrip('/')}"
+        f"/services/courses/course/{c.name} (trainers: "
+        f"{', '.join([*c.trainer_users, *c.trainer_groups])}; participants: "
+        f"{', '.join([*c.participant_users, *c.participant_groups])})\n"
+        for c in site.courses.courses
+        if site.courses.active
+    )
     pid, started = processes.up_hub(site_file)
     _say(f"hub {'started' if started else 'already running'} (pid {pid})")
     print(
         f"""
   FactoryHub is up:     {processes.HUB_URL}
-{reports}{sign_in}
+{reports}{courses}{sign_in}
   Admin API token file: {processes.ADMIN_TOKEN_FILE}
   Logs:                 hub {processes.HUB_LOG}
                         slurm {slurm.LOG_DIR}/slurmctld.log, {slurm.LOG_DIR}/slurmd.log

@@ -1,5 +1,6 @@
 """What the site file asks of the local factory besides Slurm and the hub: its own identity
-provider (when the issuer is on this machine) and the projects' Slurm accounts."""
+provider (when the issuer is on this machine), the projects' Slurm accounts, the reports'
+service user and the courses' materials folder."""
 
 from __future__ import annotations
 
@@ -68,6 +69,17 @@ def reports_service_user(site: Site) -> str:
     accounting.ensure_account(account, site.reports.service_project)
     accounting.ensure_user_in_account(name, account)
     return name
+
+
+def course_materials_cache(site: Site) -> str:
+    """The folder of git course materials (readable by every participant), when a course
+    has git materials; "" otherwise."""
+    if not any(c.materials_git for c in site.courses.courses):
+        return ""
+    folder = Path(site.courses.materials_cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o755)
+    return str(folder)
 
 
 def load(path: Path) -> Site:
