@@ -91,6 +91,22 @@ def idle_culler_settings(site: Site, python: str) -> dict[str, dict[str, Any]]:
     }
 
 
+def web_service(
+    name: str, port: int, module: str, site: Site, python: str, site_file: str
+) -> dict[str, Any]:
+    """A hub-managed web service of factoryhub behind the hub's login at /services/<name>/,
+    run with ``python -m module`` (the hub's own Python) and the site file."""
+    return {
+        "name": name,
+        "display": True,
+        "url": f"http://127.0.0.1:{port}",
+        "command": [python, "-m", module],
+        "environment": {"FACTORYHUB_SITE_FILE": site_file},
+        "cwd": site.hub.state_dir,
+        "oauth_no_confirm": True,
+    }
+
+
 REPORTS_SERVICE = "reports"
 REPORTS_ROLE = "reports-service"
 
@@ -100,15 +116,14 @@ def reports_settings(site: Site, python: str, site_file: str) -> dict[str, dict[
     return {
         "JupyterHub": {
             "services": [
-                {
-                    "name": REPORTS_SERVICE,
-                    "display": True,
-                    "url": f"http://127.0.0.1:{site.reports.port}",
-                    "command": [python, "-m", "factoryhub.hub.reports.service"],
-                    "environment": {"FACTORYHUB_SITE_FILE": site_file},
-                    "cwd": site.hub.state_dir,
-                    "oauth_no_confirm": True,
-                }
+                web_service(
+                    REPORTS_SERVICE,
+                    site.reports.port,
+                    "factoryhub.hub.reports.service",
+                    site,
+                    python,
+                    site_file,
+                )
             ],
             "load_roles": [
                 {
@@ -166,15 +181,14 @@ def courses_settings(site: Site, python: str, site_file: str) -> dict[str, dict[
     return {
         "JupyterHub": {
             "services": [
-                {
-                    "name": COURSES_SERVICE,
-                    "display": True,
-                    "url": f"http://127.0.0.1:{site.courses.port}",
-                    "command": [python, "-m", "factoryhub.hub.courses.service"],
-                    "environment": {"FACTORYHUB_SITE_FILE": site_file},
-                    "cwd": site.hub.state_dir,
-                    "oauth_no_confirm": True,
-                }
+                web_service(
+                    COURSES_SERVICE,
+                    site.courses.port,
+                    "factoryhub.hub.courses.service",
+                    site,
+                    python,
+                    site_file,
+                )
             ],
             "load_roles": [
                 {

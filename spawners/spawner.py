@@ -213,6 +213,13 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
                 (p for p in load_profiles(self.profiles) if p.name == course.profile), None
             )
             return validate_course_options(raw, course, profile, member)
+        if self.name and self.courses:
+            names = ", ".join(sorted(c["name"] for c in self.courses))
+            raise OptionsError(
+                "options",
+                f"there is no course called {self.name!r} (courses: {names}). Named servers "
+                "on this factory are course servers; use your default server for your own work",
+            )
         return validate_options(
             raw, self.available_profiles(), self.user_projects(), self.project_usage()
         )
@@ -220,8 +227,8 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
     # ------------------------------------------------------------------ the form
 
     def _render_options_form(self) -> str:
-        if self.course() is not None:
-            return ""  # pinned: the spawn starts at once (a refusal is shown as its error)
+        if self.name and self.courses:
+            return ""  # a course server: pinned, so the spawn starts at once (or says why not)
         profiles = [p.to_form() for p in self.available_profiles()]
         projects = self.user_projects()
         if projects is not None:

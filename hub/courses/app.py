@@ -4,19 +4,19 @@ header). Both go through :class:`CourseDesk`."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from jupyterhub.utils import url_path_join
 from tornado import web
 
+from factoryhub.hub.service_web import Refused, ServiceHandler, api, page
 from factoryhub.spawners.courses import Course
 
-from .desk import CourseDesk, Refused
+from .desk import CourseDesk
 from .roster import Person
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -44,54 +44,15 @@ def course_json(course: Course) -> dict[str, Any]:
     }
 
 
-class BaseHandler(HubOAuthenticated, web.RequestHandler):
+class BaseHandler(ServiceHandler):
     @property
     def desk(self) -> CourseDesk:
         return self.settings["desk"]
-
-    @property
-    def prefix(self) -> str:
-        return self.settings["prefix"]
-
-    def check_xsrf_cookie(self) -> None:
-        """Scripts send a token in the Authorization header, which no other site can make a
-        browser send: they need no XSRF token. Pages' forms (the hub's cookie) do."""
-        if self.request.headers.get("Authorization", "").startswith(("token ", "Bearer ")):
-            return
-        super().check_xsrf_cookie()
 
     async def me(self) -> Person:
         user = self.current_user
         assert user is not None
         return await self.desk.person(user["name"])
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = getattr(exc, "log_message", None) or self._reason
-        self.finish({"status": status_code, "message": message})
-
-
-class ApiHandler(BaseHandler):
-    def body(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.request.body or b"{}")
-        except json.JSONDecodeError:
-            raise Refused(400, "The request body is not JSON.") from None
-        if not isinstance(data, dict):
-            raise Refused(400, "The request body must be a JSON object.")
-        return data
-
-
-def api(method: Any) -> Any:
-    @web.authenticated
-    async def wrapper(self: ApiHandler, *args: str) -> None:
-        try:
-            await method(self, *args)
-        except Refused as e:
-            self.set_status(e.status)
-            self.finish({"status": e.status, "message": e.message, "problems": e.problems})
-
-    return wrapper
 
 
 async def course_state(desk: CourseDesk, course: Course) -> dict[str, Any]:
@@ -111,7 +72,7 @@ async def course_state(desk: CourseDesk, course: Course) -> dict[str, Any]:
     }
 
 
-class CoursesApi(ApiHandler):
+class CoursesApi(BaseHandler):
     @api
     async def get(self, name: str = "") -> None:
         me = await self.me()
@@ -125,7 +86,7 @@ class CoursesApi(ApiHandler):
     async def patch(self, name: str) -> None:
         me = await self.me()
         course = await self.desk.course_for(me, name)
-        body = self.body()
+        body = self.json_body()
         form = {
             k: (" ".join(v) if isinstance(v, list) else str(v))
             for k, v in body.items()
@@ -138,7 +99,7 @@ class CoursesApi(ApiHandler):
         self.finish({"course": course_json(course)})
 
 
-class CourseActionApi(ApiHandler):
+class CourseActionApi(BaseHandler):
     @api
     async def post(self, name: str, action: str) -> None:
         me = await self.me()
@@ -158,7 +119,7 @@ async def run_action(desk: CourseDesk, course: Course, me: Person, action: str) 
     return {"commit": commit}
 
 
-class ParticipantApi(ApiHandler):
+class ParticipantApi(BaseHandler):
     @api
     async def post(self, name: str, participant: str, action: str) -> None:
         me = await self.me()
@@ -170,36 +131,7 @@ class ParticipantApi(ApiHandler):
 # --------------------------------------------------------------------------- pages
 
 
-class PageHandler(BaseHandler):
-    def render_page(self, template: str, status: int = 200, **values: Any) -> None:
-        env: jinja2.Environment = self.settings["jinja"]
-        self.set_status(status)
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(
-            env.get_template(template).render(
-                prefix=self.prefix,
-                hub_prefix=self.settings["hub_prefix"],
-                base_url=self.settings["base_url"],
-                user=self.current_user,
-                xsrf=self.xsrf_token.decode(),
-                url=url_path_join,
-                **values,
-            )
-        )
-
-
-def page(method: Any) -> Any:
-    @web.authenticated
-    async def wrapper(self: PageHandler, *args: str) -> None:
-        try:
-            await method(self, *args)
-        except Refused as e:
-            self.render_page("refused.html", status=e.status, error=e)
-
-    return wrapper
-
-
-class IndexPage(PageHandler):
+class IndexPage(BaseHandler):
     @page
     async def get(self) -> None:
         me = await self.me()
@@ -208,7 +140,7 @@ class IndexPage(PageHandler):
         )
 
 
-class CoursePage(PageHandler):
+class CoursePage(BaseHandler):
     async def show(self, me: Person, course: Course, status: int = 200, **values: Any) -> None:
         state = await course_state(self.desk, course)
         self.render_page("course.html", status=status, me=me, c=course, state=state, **values)
@@ -242,7 +174,7 @@ class CoursePage(PageHandler):
         await self.show(me, self.desk.course(name), done=done_text(action, result))
 
 
-class ParticipantPage(PageHandler):
+class ParticipantPage(BaseHandler):
     @page
     async def post(self, name: str, participant: str, action: str) -> None:
         me = await self.me()

@@ -18,6 +18,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from factoryhub.hub.service_web import Refused
 from factoryhub.hub.site_model import Site
 from factoryhub.spawners.course_store import CourseStore
 from factoryhub.spawners.courses import Course, course_named, load_courses
@@ -32,14 +33,6 @@ log = logging.getLogger("factoryhub.courses")
 POSIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 RESERVATION = re.compile(r"^([A-Za-z0-9_.-]{1,64})?$")
 START_CONCURRENCY = 8
-
-
-class Refused(Exception):
-    def __init__(self, status: int, message: str, problems: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.problems = problems or {}
 
 
 @dataclass

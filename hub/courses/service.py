@@ -14,13 +14,11 @@ import asyncio
 import logging
 import os
 import secrets
-import signal
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tornado.ioloop import PeriodicCallback
-
+from factoryhub.hub.service_web import run_until_stopped
 from factoryhub.hub.site import SiteError, example_site_path, load_site
 from factoryhub.spawners.course_store import CourseStore
 
@@ -29,7 +27,6 @@ from .desk import CourseDesk
 from .roster import Hub, HubError
 
 log = logging.getLogger("factoryhub.courses")
-PARENT_CHECK_S = 2.0
 TICK_S = 5.0
 
 
@@ -59,37 +56,15 @@ async def serve() -> None:
         "Courses service on %s (prefix %s), %d courses", url.geturl(), prefix, len(desk.courses())
     )
     await desk.prepare()
-    busy = asyncio.Lock()
 
     async def tick() -> None:
-        if busy.locked():
-            return
-        async with busy:
-            try:
-                await desk.tick()
-            except HubError as e:
-                log.warning("the hub did not answer the courses' upkeep: %s", e.message)
-            except Exception:
-                log.exception("the courses' upkeep failed; trying again next time")
+        try:
+            await desk.tick()
+        except HubError as e:
+            log.warning("the hub did not answer the courses' upkeep: %s", e.message)
 
     await tick()
-    PeriodicCallback(tick, TICK_S * 1000).start()
-
-    stop = asyncio.Event()
-    parent = os.getppid()
-
-    def hub_gone() -> None:
-        if os.getppid() != parent:
-            log.warning("the hub that started the Courses service is gone; stopping")
-            logging.shutdown()
-            os._exit(0)
-
-    if parent != 1:
-        PeriodicCallback(hub_gone, PARENT_CHECK_S * 1000).start()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await run_until_stopped(tick, TICK_S, log, "Courses")
 
 
 def main() -> None:

@@ -13,15 +13,17 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from factoryhub.hub.service_web import Refused, ServiceHandler, api, page
+
 from . import schedules
 from .access import Person
 from .catalog import Report
-from .engine import Refused, ReportEngine
+from .engine import ReportEngine
 from .store import FINAL, Run, Schedule
 
 PERSON_TTL_S = 15.0
@@ -99,64 +101,18 @@ def schedule_json(s: Schedule, count: int = 3) -> dict[str, Any]:
     }
 
 
-class BaseHandler(HubOAuthenticated, web.RequestHandler):
+class BaseHandler(ServiceHandler):
     @property
     def engine(self) -> ReportEngine:
         return self.settings["engine"]
-
-    @property
-    def prefix(self) -> str:
-        return self.settings["prefix"]
-
-    def check_xsrf_cookie(self) -> None:
-        """Scripts send a token in the Authorization header, which no other site can make a
-        browser send: they need no XSRF token. Pages' forms (the hub's cookie) do."""
-        if self.request.headers.get("Authorization", "").startswith(("token ", "Bearer ")):
-            return
-        super().check_xsrf_cookie()
 
     async def me(self) -> Person:
         user = self.current_user
         assert user is not None
         return await self.settings["people"].person(user["name"])
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = getattr(exc, "log_message", None) or self._reason
-        self.finish({"status": status_code, "message": message})
 
-
-class ApiHandler(BaseHandler):
-    """JSON in and out; a :class:`Refused` answers with its status and message."""
-
-    def body(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.request.body or b"{}")
-        except json.JSONDecodeError:
-            raise Refused(400, "The request body is not JSON.") from None
-        if not isinstance(data, dict):
-            raise Refused(400, "The request body must be a JSON object.")
-        return data
-
-    def refuse(self, e: Refused) -> None:
-        self.set_status(e.status)
-        self.finish({"status": e.status, "message": e.message, "problems": e.problems})
-
-
-def api(method: Any) -> Any:
-    """Authenticated API method whose :class:`Refused` becomes a JSON answer."""
-
-    @web.authenticated
-    async def wrapper(self: ApiHandler, *args: str) -> None:
-        try:
-            await method(self, *args)
-        except Refused as e:
-            self.refuse(e)
-
-    return wrapper
-
-
-class ReportsApi(ApiHandler):
+class ReportsApi(BaseHandler):
     @api
     async def get(self, name: str = "") -> None:
         me = await self.me()
@@ -171,7 +127,7 @@ class ReportsApi(ApiHandler):
         self.finish({"reports": [r.to_json() for r in reports if r.name in allowed]})
 
 
-class RunsApi(ApiHandler):
+class RunsApi(BaseHandler):
     @api
     async def get(self, run_id: str = "") -> None:
         me = await self.me()
@@ -188,7 +144,7 @@ class RunsApi(ApiHandler):
         me = await self.me()
         if run_id:
             raise Refused(405, "POST to api/runs to start a run.")
-        data = self.body()
+        data = self.json_body()
         parameters = data.get("parameters") or {}
         if not isinstance(parameters, Mapping):
             raise Refused(400, "parameters must be an object of name: value.")
@@ -199,7 +155,7 @@ class RunsApi(ApiHandler):
         self.finish(run_json(run, self.prefix))
 
 
-class RunActionApi(ApiHandler):
+class RunActionApi(BaseHandler):
     @api
     async def post(self, run_id: str, action: str) -> None:
         me = await self.me()
@@ -212,7 +168,7 @@ class RunActionApi(ApiHandler):
             self.finish(run_json(run, self.prefix))
 
 
-class SchedulesApi(ApiHandler):
+class SchedulesApi(BaseHandler):
     @api
     async def get(self, schedule_id: str = "") -> None:
         me = await self.me()
@@ -222,7 +178,7 @@ class SchedulesApi(ApiHandler):
     @api
     async def post(self, schedule_id: str = "") -> None:
         me = await self.me()
-        data = self.body()
+        data = self.json_body()
         parameters = data.get("parameters") or {}
         if not isinstance(parameters, Mapping):
             raise Refused(400, "parameters must be an object of name: value.")
@@ -244,7 +200,7 @@ class SchedulesApi(ApiHandler):
         self.finish()
 
 
-class NextRunsApi(ApiHandler):
+class NextRunsApi(BaseHandler):
     @api
     async def get(self) -> None:
         now = datetime.now().astimezone()
@@ -259,37 +215,6 @@ class NextRunsApi(ApiHandler):
 # --------------------------------------------------------------------------- pages
 
 
-class PageHandler(BaseHandler):
-    def render_page(self, template: str, status: int = 200, **values: Any) -> None:
-        env: jinja2.Environment = self.settings["jinja"]
-        self.set_status(status)
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(
-            env.get_template(template).render(
-                prefix=self.prefix,
-                hub_prefix=self.settings["hub_prefix"],
-                user=self.current_user,
-                xsrf=self.xsrf_token.decode(),
-                url=url_path_join,
-                **values,
-            )
-        )
-
-    def refused_page(self, e: Refused) -> None:
-        self.render_page("refused.html", status=e.status, error=e)
-
-
-def page(method: Any) -> Any:
-    @web.authenticated
-    async def wrapper(self: PageHandler, *args: str) -> None:
-        try:
-            await method(self, *args)
-        except Refused as e:
-            self.refused_page(e)
-
-    return wrapper
-
-
 def form_values(handler: web.RequestHandler, report: Report) -> dict[str, Any]:
     """What the form sent, by parameter; an unticked checkbox sends nothing: false."""
     values: dict[str, Any] = {}
@@ -302,7 +227,7 @@ def form_values(handler: web.RequestHandler, report: Report) -> dict[str, Any]:
     return values
 
 
-class IndexPage(PageHandler):
+class IndexPage(BaseHandler):
     @page
     async def get(self) -> None:
         me = await self.me()
@@ -318,7 +243,7 @@ class IndexPage(PageHandler):
         )
 
 
-class ReportPage(PageHandler):
+class ReportPage(BaseHandler):
     def report_or_refuse(self, me: Person, name: str) -> Report:
         report = self.engine.catalog.get(name)
         if report is None or not self.engine.access.reports_for(me, [name]):
@@ -378,7 +303,7 @@ class ReportPage(PageHandler):
             )
 
 
-class RunPage(PageHandler):
+class RunPage(BaseHandler):
     @page
     async def get(self, run_id: str) -> None:
         me = await self.me()
@@ -404,7 +329,7 @@ class RunPage(PageHandler):
         self.redirect(url_path_join(self.prefix, "runs", str(run.id)))
 
 
-class OutputPage(PageHandler):
+class OutputPage(BaseHandler):
     """A run's executed notebook (a download), its HTML (sandboxed: the notebook's scripts
     run in an origin of their own, never with the service's cookies) or its job log."""
 
@@ -428,7 +353,7 @@ class OutputPage(PageHandler):
         self.finish(data)
 
 
-class ScheduleDeletePage(PageHandler):
+class ScheduleDeletePage(BaseHandler):
     @page
     async def post(self, schedule_id: str) -> None:
         me = await self.me()

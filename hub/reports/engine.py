@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from factoryhub.hub.service_web import Refused
 from factoryhub.hub.site_model import Project, Site
 from factoryhub.spawners.slurm_client import LocalSlurmClient, SlurmError, SlurmUnavailable
 
@@ -39,16 +40,6 @@ ENDED_BADLY = {
     "DEADLINE": "The job reached its deadline before it could finish. Re-run it.",
 }
 MISSES_TO_END = 2
-
-
-class Refused(Exception):
-    """A request the service turns down; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str, problems: Mapping[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.problems = dict(problems or {})
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,12 @@ import asyncio
 import logging
 import os
 import secrets
-import signal
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tornado.ioloop import PeriodicCallback
-
 from factoryhub.hub.hub_config import hub_tag
+from factoryhub.hub.service_web import run_until_stopped
 from factoryhub.hub.site import SiteError, example_site_path, load_site
 from factoryhub.spawners.slurm_client import LocalSlurmClient
 
@@ -30,7 +28,6 @@ from .engine import ReportEngine
 from .store import RunStore
 
 log = logging.getLogger("factoryhub.reports")
-PARENT_CHECK_S = 2.0
 
 
 def store_path(state_dir: str) -> Path:
@@ -66,35 +63,7 @@ async def serve() -> None:
 
     await engine.recover()
     await engine.follow()
-    busy = asyncio.Lock()
-
-    async def tick() -> None:
-        if busy.locked():
-            return
-        async with busy:
-            try:
-                await engine.tick()
-            except Exception:
-                log.exception("the reports tick failed; trying again next time")
-
-    PeriodicCallback(tick, settings.poll_interval * 1000).start()
-
-    stop = asyncio.Event()
-    parent = os.getppid()
-
-    def hub_gone() -> None:
-        if os.getppid() != parent:
-            # Every run is in the database already: nothing in memory to save.
-            log.warning("the hub that started the Reports service is gone; stopping")
-            logging.shutdown()
-            os._exit(0)
-
-    if parent != 1:
-        PeriodicCallback(hub_gone, PARENT_CHECK_S * 1000).start()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await run_until_stopped(engine.tick, settings.poll_interval, log, "Reports")
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -230,7 +231,11 @@ def test_a_trainer_starts_all_opens_a_participants_server_and_collects(
         lab.screenshot(path=str(ARTIFACTS / "browser-course-participant-lab.png"))
         lab.close()
         page.click("#fh-collect")
-        assert "Collected 3 notebook(s) of 3 participant(s)" in page.inner_text("#fh-done")
+        # every participant's notebooks (one or more each, as the materials' commits went)
+        collected = re.search(
+            r"Collected (\d+) notebook\(s\) of 3 participant\(s\)", page.inner_text("#fh-done")
+        )
+        assert collected and int(collected.group(1)) >= 3, page.inner_text("#fh-done")
         page.click("#fh-stop-all")
         assert "Stopping 3 server(s)" in page.inner_text("#fh-done")
         for pupil in COURSE_PUPILS:

@@ -100,6 +100,8 @@ def people(oidc_hub: RunningHub) -> Iterator[dict[str, Person]]:
     try:
         yield signed
     finally:
+        # the course as the fixture made it: no reservation (it is deleted below)
+        signed[COURSE_TRAINER].api.patch(API, json={"reservation": ""})
         with oidc_hub.client() as c:
             for name in COURSE_PUPILS:
                 c.delete(f"/hub/api/users/{name}/servers/{COURSE}")
@@ -202,6 +204,9 @@ def test_a_participant_gets_the_pinned_profile_and_the_materials(
             204,
         )
     wait_for(lambda: course_jobs("fhtest-pupil-b") == [], 30, "pupil-b's job ended")
+    # named servers are course servers: any other name is refused, saying why
+    r = pupil.api.post(f"/hub/api/users/{pupil.name}/servers/my-own", json={})
+    assert r.status_code == 400 and "no course called 'my-own'" in r.text, r.text
     # someone not in the course cannot start its server
     r = people["fhtest-oidc"].api.post(f"/hub/api/users/fhtest-oidc/servers/{COURSE}", json={})
     assert r.status_code == 400 and "not a participant" in r.text, r.text

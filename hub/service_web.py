@@ -1,0 +1,149 @@
+"""What the hub's own web services (Reports, Courses) share.
+
+- :class:`Refused`: a request the service turns down, with the HTTP status and the message
+  for the person (and, for forms, the problem of each field);
+- :class:`ServiceHandler`: a tornado handler behind the hub's login (JupyterHub OAuth for
+  pages, a hub token in the ``Authorization`` header for scripts), which renders the
+  service's jinja pages and answers JSON;
+- :func:`api` and :func:`page`: decorators that authenticate and turn a :class:`Refused`
+  into a JSON answer or the service's ``refused.html`` page;
+- :func:`run_until_stopped`: the service's life after it listens: a periodic upkeep tick
+  (never two at once, a failure logged and retried), ending on SIGTERM/SIGINT or when the
+  hub that started it is gone (a hub killed with SIGKILL leaves no service holding a port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import jinja2
+from jupyterhub.services.auth import HubOAuthenticated
+from jupyterhub.utils import url_path_join
+from tornado import web
+from tornado.ioloop import PeriodicCallback
+
+PARENT_CHECK_S = 2.0
+
+
+class Refused(Exception):
+    """A request the service turns down; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str, problems: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.problems = dict(problems or {})
+
+
+class ServiceHandler(HubOAuthenticated, web.RequestHandler):
+    @property
+    def prefix(self) -> str:
+        return self.settings["prefix"]
+
+    def check_xsrf_cookie(self) -> None:
+        """Scripts send a token in the Authorization header, which no other site can make a
+        browser send: they need no XSRF token. Pages' forms (the hub's cookie) do."""
+        if self.request.headers.get("Authorization", "").startswith(("token ", "Bearer ")):
+            return
+        super().check_xsrf_cookie()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        self.finish({"status": status_code, "message": message})
+
+    def json_body(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except json.JSONDecodeError:
+            raise Refused(400, "The request body is not JSON.") from None
+        if not isinstance(data, dict):
+            raise Refused(400, "The request body must be a JSON object.")
+        return data
+
+    def refuse(self, e: Refused) -> None:
+        self.set_status(e.status)
+        self.finish({"status": e.status, "message": e.message, "problems": e.problems})
+
+    def render_page(self, template: str, status: int = 200, **values: Any) -> None:
+        env: jinja2.Environment = self.settings["jinja"]
+        self.set_status(status)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(
+            env.get_template(template).render(
+                prefix=self.prefix,
+                hub_prefix=self.settings["hub_prefix"],
+                base_url=self.settings.get("base_url", "/"),
+                user=self.current_user,
+                xsrf=self.xsrf_token.decode(),
+                url=url_path_join,
+                **values,
+            )
+        )
+
+
+def api(method: Any) -> Any:
+    """Authenticated JSON API method whose :class:`Refused` becomes a JSON answer."""
+
+    @web.authenticated
+    async def wrapper(self: ServiceHandler, *args: str) -> None:
+        try:
+            await method(self, *args)
+        except Refused as e:
+            self.refuse(e)
+
+    return wrapper
+
+
+def page(method: Any) -> Any:
+    """Authenticated page method whose :class:`Refused` becomes the ``refused.html`` page."""
+
+    @web.authenticated
+    async def wrapper(self: ServiceHandler, *args: str) -> None:
+        try:
+            await method(self, *args)
+        except Refused as e:
+            self.render_page("refused.html", status=e.status, error=e)
+
+    return wrapper
+
+
+async def run_until_stopped(
+    tick: Callable[[], Awaitable[None]], every_s: float, log: logging.Logger, what: str
+) -> None:
+    """Run ``tick`` every ``every_s`` seconds until a signal ends the service or its hub is
+    gone. ``what`` names the service in the log."""
+    busy = asyncio.Lock()
+
+    async def guarded() -> None:
+        if busy.locked():
+            return
+        async with busy:
+            try:
+                await tick()
+            except Exception:
+                log.exception("the %s upkeep failed; trying again next time", what)
+
+    PeriodicCallback(guarded, every_s * 1000).start()
+    stop = asyncio.Event()
+    parent = os.getppid()
+
+    def hub_gone() -> None:
+        if os.getppid() != parent:
+            # The services keep their state in databases: nothing in memory to save.
+            log.warning("the hub that started the %s service is gone; stopping", what)
+            logging.shutdown()
+            os._exit(0)
+
+    if parent != 1:
+        PeriodicCallback(hub_gone, PARENT_CHECK_S * 1000).start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
