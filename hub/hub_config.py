@@ -60,6 +60,7 @@ def hub_settings(
             "slurm_poll_interval": site.slurm.poll_interval,
             "orphan_grace": float(site.slurm.orphan_grace),
             "dask_settings": site.dask.to_config({p.name: p.partition for p in site.profiles}),
+            "apptainer": dict(site.spawner.apptainer),
         },
     }
     proxy_cmd = environ.get("FACTORYHUB_PROXY_CMD")

@@ -210,6 +210,7 @@ def _build(d: dict[str, Any]) -> Site:
             python_env=spawner["python_env"],
             log_dir=spawner["log_dir"],
             start_timeout=int(spawner["start_timeout"]),
+            apptainer=dict(spawner["apptainer"]),
         ),
         profiles=tuple(
             Profile(
@@ -224,6 +225,7 @@ def _build(d: dict[str, Any]) -> Site:
                 walltime_max=p["walltime"]["max"],
                 allowed_groups=tuple(p.get("allowed_groups", ())),
                 allowed_users=tuple(p.get("allowed_users", ())),
+                image=p.get("image", ""),
             )
             for p in d["profiles"]
         ),

@@ -67,6 +67,13 @@ _PATTERN_MEANING: dict[str, str] = {
     "^[!-~]{1,64}$": "printable ASCII without spaces, at most 64 characters",
     "^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$": "a claim name (letters, digits and _.:-)",
     "^[0-9]{4}-[0-9]{2}-[0-9]{2}$": "a day written YYYY-MM-DD",
+    "^[A-Za-z0-9_./-]{1,256}$": "a program name or path (letters, digits and _./-)",
+    "^(/[!-~]+|(docker|oras|library)://[!-~]+)$": (
+        "an absolute path to a SIF file, or a docker://, oras:// or library:// reference"
+    ),
+    "^(/[^:,\\s]*)(:(/[^:,\\s]*))?(:(ro|rw))?$": (
+        "a bind: /path, /path:/inside or /path:/inside:ro (absolute paths, no commas or spaces)"
+    ),
     "^(https?://|ssh://|git@|file://|/)[!-~]*$": (
         "a git repository (https://, ssh://, git@host:path, file:// or an absolute path)"
     ),

@@ -120,6 +120,8 @@ class SpawnerSettings:
     python_env: str
     log_dir: str
     start_timeout: int
+    # command, binds, python_env of profiles' images (spawners.apptainer.ApptainerSettings)
+    apptainer: dict[str, Any] = field(default_factory=dict)
 
     def log_dir_for(self, home: str, username: str) -> str:
         """``log_dir`` with ``{home}`` and ``{username}`` filled in."""
@@ -139,6 +141,7 @@ class Profile:
     walltime_max: str
     allowed_groups: tuple[str, ...]
     allowed_users: tuple[str, ...]
+    image: str = ""
 
     @property
     def restricted(self) -> bool:
@@ -164,6 +167,7 @@ class Profile:
             "walltime": {"default": self.walltime_default, "max": self.walltime_max},
             "allowed_groups": list(self.allowed_groups),
             "allowed_users": list(self.allowed_users),
+            "image": self.image,
         }
 
 

@@ -84,6 +84,7 @@ class Profile:
     walltime_max: int
     allowed_groups: frozenset[str]
     allowed_users: frozenset[str]
+    image: str = ""  # run the server in this container image (Apptainer); "" = no image
 
     @classmethod
     def from_config(cls, data: Mapping[str, Any]) -> Profile:
@@ -102,6 +103,7 @@ class Profile:
             ),
             allowed_groups=frozenset(data.get("allowed_groups") or ()),
             allowed_users=frozenset(data.get("allowed_users") or ()),
+            image=str(data.get("image") or ""),
         )
 
     def allows(self, username: str, groups: Iterable[str]) -> bool:

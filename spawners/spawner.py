@@ -33,6 +33,7 @@ from . import (
     metrics,
     ready_api,  # noqa: F401 - registers the server-ready API route
 )
+from .apptainer import ApptainerSettings, server_command
 from .course_server import COURSE_FOLDER_VAR, COURSE_MATERIALS_VAR, CourseServers
 from .courses import Course
 from .dask_setup import ENV_VAR as DASK_ENV_VAR
@@ -133,6 +134,11 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
         partition, cores, memory_gb, processes, walltime, interface, death_timeout. A server of
         a profile listed here gets Dask's configuration, so that SLURMCluster() needs no
         arguments; empty: none.""",
+    ).tag(config=True)
+
+    apptainer = Dict(
+        help="""How servers of profiles with an ``image`` run (set from the site file's
+        spawner.apptainer): command, binds, python_env (see factoryhub.spawners.apptainer).""",
     ).tag(config=True)
 
     last_end_message = ""
@@ -299,7 +305,22 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
         return env
 
     def singleuser_command(self) -> list[str]:
-        return [f"{self.python_env}/bin/factoryhub-singleuser", *self.get_args()]
+        request = self.job_request
+        profile = next(
+            (p for p in load_profiles(self.profiles) if request and p.name == request.profile),
+            None,
+        )
+        if profile is None or not profile.image:
+            return [f"{self.python_env}/bin/factoryhub-singleuser", *self.get_args()]
+        course = self.job_course
+        return server_command(
+            ApptainerSettings.from_config(self.apptainer),
+            profile.image,
+            pwd.getpwnam(self.user.name).pw_dir,
+            self.get_args(),
+            gpus=request.gpus if request else 0,
+            read_only=[course.materials_path] if course else [],
+        )
 
     def job_script(self) -> str:
         subvars = self.get_req_subvars()

@@ -90,6 +90,7 @@ def test_example_profiles_to_config() -> None:
         "walltime": {"default": "02:00:00", "max": "08:00:00"},
         "allowed_groups": [],
         "allowed_users": [],
+        "image": "",
     }
     assert small.gpus.fixed and not small.memory_gb.fixed
     assert not small.restricted and small.allows("anyone")
@@ -111,6 +112,7 @@ def test_example_profiles_to_config() -> None:
             "walltime",
             "allowed_groups",
             "allowed_users",
+            "image",
         }
 
 
