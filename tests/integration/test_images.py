@@ -268,8 +268,16 @@ def test_singleuser_extensions(singleuser: tuple[str, int, str]) -> None:
     text = ANSI.sub("", lab.stdout + lab.stderr)
     for extension in ("@jupyter-widgets/jupyterlab-manager", "dask-labextension"):
         assert re.search(rf"{re.escape(extension)} v\S+ enabled OK", text), text
-    # batchspawner's single-user entry point, what the spawner runs inside the job.
-    podman("exec", name, "sh", "-c", "command -v batchspawner-singleuser jupyterhub-singleuser")
+    # what the spawner runs inside the job (spawners.apptainer: <python_env>/bin/...), and
+    # batchspawner's and JupyterHub's single-user entry points
+    podman(
+        "exec",
+        name,
+        "sh",
+        "-c",
+        "test -x /opt/factoryhub/venv/bin/factoryhub-singleuser "
+        "&& command -v batchspawner-singleuser jupyterhub-singleuser",
+    )
 
 
 def test_template_notebook_runs_inside_singleuser(singleuser: tuple[str, int, str]) -> None:
