@@ -1,5 +1,7 @@
 """What the hub's own web services (Reports, Courses) share.
 
+- :class:`Person` and :class:`People`: who a signed-in user is (groups, admin flag), read
+  from the hub's API with the service's own token and kept for a few seconds;
 - :class:`Refused`: a request the service turns down, with the HTTP status and the message
   for the person (and, for forms, the problem of each field);
 - :class:`ServiceHandler`: a tornado handler behind the hub's login (JupyterHub OAuth for
@@ -7,6 +9,8 @@
   service's jinja pages and answers JSON;
 - :func:`api` and :func:`page`: decorators that authenticate and turn a :class:`Refused`
   into a JSON answer or the service's ``refused.html`` page;
+- :func:`application`: the tornado application of a service's pages and API at its prefix
+  (index, the OAuth callback, then the service's own routes), with its jinja templates;
 - :func:`run_until_stopped`: the service's life after it listens: a periodic upkeep tick
   (never two at once, a failure logged and retried), ending on SIGTERM/SIGINT or when the
   hub that started it is gone (a hub killed with SIGKILL leaves no service holding a port).
@@ -19,16 +23,21 @@ import json
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
-from jupyterhub.services.auth import HubOAuthenticated
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.ioloop import PeriodicCallback
 
 PARENT_CHECK_S = 2.0
+PERSON_TTL_S = 15.0
 
 
 class Refused(Exception):
@@ -39,6 +48,40 @@ class Refused(Exception):
         self.status = status
         self.message = message
         self.problems = dict(problems or {})
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    groups: frozenset[str]
+    admin: bool = False
+
+
+class People:
+    """A user's groups and admin flag, from the hub's API (the service's own token)."""
+
+    def __init__(self, api_url: str, token: str) -> None:
+        self.api_url = api_url
+        self.token = token
+        self._cache: dict[str, tuple[float, Person]] = {}
+
+    async def person(self, name: str) -> Person:
+        cached = self._cache.get(name)
+        if cached and time.monotonic() - cached[0] < PERSON_TTL_S:
+            return cached[1]
+        url = url_path_join(self.api_url, "users", quote(name, safe=""))
+        try:
+            response = await AsyncHTTPClient().fetch(
+                url, headers={"Authorization": f"token {self.token}"}, request_timeout=10
+            )
+        except HTTPClientError as e:
+            raise Refused(503, f"The hub did not tell who {name} is ({e.code}).") from e
+        except OSError as e:
+            raise Refused(503, f"The hub did not tell who {name} is ({e}).") from e
+        model = json.loads(response.body)
+        person = Person(name, frozenset(model.get("groups") or ()), bool(model.get("admin")))
+        self._cache[name] = (time.monotonic(), person)
+        return person
 
 
 class ServiceHandler(HubOAuthenticated, web.RequestHandler):
@@ -112,6 +155,34 @@ def page(method: Any) -> Any:
             self.render_page("refused.html", status=e.status, error=e)
 
     return wrapper
+
+
+def application(
+    prefix: str,
+    index: type[web.RequestHandler],
+    routes: list[tuple[str, type[web.RequestHandler]]],
+    templates: str,
+    filters: Mapping[str, Callable[..., Any]],
+    **settings: Any,
+) -> web.Application:
+    """The service's application: ``routes`` are paths under ``prefix``; ``settings`` must
+    hold ``hub_prefix`` and ``cookie_secret`` (and whatever the handlers read)."""
+    jinja = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates), autoescape=True, trim_blocks=True
+    )
+    jinja.filters.update(filters)
+    return web.Application(
+        [
+            (prefix.rstrip("/") + "/?", index),
+            (url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler),
+            *((url_path_join(prefix, path), handler) for path, handler in routes),
+        ],
+        prefix=prefix,
+        jinja=jinja,
+        hub_auth=HubOAuth(cache_max_age=60),
+        xsrf_cookies=True,
+        **settings,
+    )
 
 
 async def run_until_stopped(

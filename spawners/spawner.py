@@ -209,7 +209,9 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
         return usage
 
     def validate_user_options(self, raw: Any) -> JobRequest:
-        course = self.course()
+        """The checked request; also keeps the server's course (``job_course``, None for
+        other servers) as it was read for the check."""
+        course = self.job_course = self.course()
         if course is not None:
             groups = self.user_groups()
             member = course.is_participant(self.user.name, groups) or course.is_trainer(
@@ -266,9 +268,8 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
         spawner.req_runtime = request.walltime
         spawner.req_gres = f"gpu:{request.gpus}" if request.gpus else ""
         spawner.req_account = request.account
-        course = spawner.course()
+        course = spawner.job_course  # read by validate_user_options just now
         spawner.req_reservation = course.reservation if course else ""
-        spawner.job_course = course
 
     job_request: JobRequest | None = None
     job_course: Course | None = None

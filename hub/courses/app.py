@@ -8,16 +8,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import jinja2
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from jupyterhub.utils import url_path_join
 from tornado import web
 
-from factoryhub.hub.service_web import Refused, ServiceHandler, api, page
+from factoryhub.hub.service_web import Person, Refused, ServiceHandler, api, application, page
 from factoryhub.spawners.courses import Course
 
 from .desk import CourseDesk
-from .roster import Person
 
 TEMPLATES = Path(__file__).parent / "templates"
 ACTIONS = ("start-all", "stop-all", "collect", "materials")
@@ -55,14 +52,18 @@ class BaseHandler(ServiceHandler):
         return await self.desk.person(user["name"])
 
 
-async def course_state(desk: CourseDesk, course: Course) -> dict[str, Any]:
+async def course_state(
+    desk: CourseDesk, course: Course, with_capacity: bool = True
+) -> dict[str, Any]:
+    """The course page's data; ``with_capacity=False`` (the page's own polling while servers
+    start) leaves out the Slurm queries of the capacity."""
     roster = await desk.roster(course)
-    cap = await desk.capacity(course)
     waiting = sum(1 for p in roster if p.signed_in and p.state == "stopped")
+    capacity = (await desk.capacity(course)).to_json() if with_capacity else None
     return {
         "course": course_json(course),
         "participants": [p.to_json() for p in roster],
-        "capacity": cap.to_json(),
+        "capacity": capacity,
         "waiting": waiting,
         "running": sum(1 for p in roster if p.state == "running"),
         "events": [
@@ -80,7 +81,8 @@ class CoursesApi(BaseHandler):
             self.finish({"courses": [course_json(c) for c in self.desk.managed(me)]})
             return
         course = await self.desk.course_for(me, name)
-        self.finish(await course_state(self.desk, course))
+        with_capacity = self.get_query_argument("capacity", "1") != "0"
+        self.finish(await course_state(self.desk, course, with_capacity))
 
     @api
     async def patch(self, name: str) -> None:
@@ -219,39 +221,34 @@ def done_text(action: str, result: dict[str, Any]) -> str:
 def make_app(
     desk: CourseDesk, prefix: str, hub_prefix: str, base_url: str, **settings: Any
 ) -> web.Application:
-    def at(path: str) -> str:
-        return url_path_join(prefix, path)
-
-    jinja = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True, trim_blocks=True
-    )
-    jinja.filters["when"] = lambda ts: (
-        datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S") if ts else ""
-    )
-    jinja.filters["iso_when"] = lambda iso: (
-        datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
-        if iso
-        else ""
-    )
+    filters = {
+        "when": lambda ts: (
+            datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+        ),
+        "iso_when": lambda iso: (
+            datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
+            if iso
+            else ""
+        ),
+    }
     actions = "|".join(ACTIONS)
-    return web.Application(
-        [
-            (prefix.rstrip("/") + "/?", IndexPage),
-            (at("oauth_callback"), HubOAuthCallbackHandler),
-            (at("course/([^/]+)"), CoursePage),
-            (at(f"course/([^/]+)/(edit|{actions})"), CoursePage),
-            (at("course/([^/]+)/participants/([^/]+)/(start|stop)"), ParticipantPage),
-            (at("api/courses"), CoursesApi),
-            (at("api/courses/([^/]+)"), CoursesApi),
-            (at(f"api/courses/([^/]+)/({actions})"), CourseActionApi),
-            (at("api/courses/([^/]+)/participants/([^/]+)/(start|stop)"), ParticipantApi),
-        ],
+    routes = [
+        ("course/([^/]+)", CoursePage),
+        (f"course/([^/]+)/(edit|{actions})", CoursePage),
+        ("course/([^/]+)/participants/([^/]+)/(start|stop)", ParticipantPage),
+        ("api/courses", CoursesApi),
+        ("api/courses/([^/]+)", CoursesApi),
+        (f"api/courses/([^/]+)/({actions})", CourseActionApi),
+        ("api/courses/([^/]+)/participants/([^/]+)/(start|stop)", ParticipantApi),
+    ]
+    return application(
+        prefix,
+        IndexPage,
+        routes,
+        str(TEMPLATES),
+        filters,
         desk=desk,
-        prefix=prefix,
         hub_prefix=hub_prefix,
         base_url=base_url,
-        jinja=jinja,
-        hub_auth=HubOAuth(cache_max_age=60),
-        xsrf_cookies=True,
         **settings,
     )

@@ -18,16 +18,17 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from factoryhub.hub.service_web import Refused
+from factoryhub.hub.service_web import People, Person, Refused
 from factoryhub.hub.site_model import Site
 from factoryhub.spawners.course_store import CourseStore
 from factoryhub.spawners.courses import Course, course_named, load_courses
 from factoryhub.spawners.materials import MaterialsError, mirror_git
+from factoryhub.spawners.profiles import Profile
 from factoryhub.spawners.slurm_client import LocalSlurmClient, SlurmError, SlurmUnavailable
 
 from . import capacity as capacity_mod
 from .collect import Collected, collect
-from .roster import Hub, HubError, Participant, Person, participants, wait_for
+from .roster import Hub, HubError, Participant, participants, wait_for
 
 log = logging.getLogger("factoryhub.courses")
 POSIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -70,6 +71,7 @@ class CourseDesk:
         self.settings = site.courses
         self.store = store
         self.hub = hub
+        self.people = People(hub.api_url, hub.token)
         self.slurm = slurm or LocalSlurmClient()
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -85,10 +87,7 @@ class CourseDesk:
         return course
 
     async def person(self, name: str) -> Person:
-        try:
-            return await self.hub.person(name)
-        except HubError as e:
-            raise Refused(503, f"The hub did not tell who {name} is: {e.message}") from None
+        return await self.people.person(name)
 
     @staticmethod
     def manages(person: Person, course: Course) -> bool:
@@ -119,15 +118,11 @@ class CourseDesk:
 
     async def capacity(self, course: Course) -> capacity_mod.Capacity:
         try:
-            profile = self.site.profile(course.profile).to_config()
+            profile = Profile.from_config(self.site.profile(course.profile).to_config())
         except KeyError:
             return capacity_mod.Capacity(0, 0, 0, "", f"the profile {course.profile} is gone")
-        from factoryhub.spawners.profiles import load_profiles
-
         try:
-            return await capacity_mod.capacity(
-                self.slurm, load_profiles([profile])[0], course.reservation
-            )
+            return await capacity_mod.capacity(self.slurm, profile, course.reservation)
         except (SlurmError, SlurmUnavailable) as e:
             return capacity_mod.Capacity(0, 0, 0, "", f"Slurm did not answer: {e}")
 
@@ -286,16 +281,15 @@ class CourseDesk:
         """Keep each course's hub group equal to its participants; close ended courses."""
         users = await self.hub.users()
         for course in self.courses():
-            members = {p.name for p in participants(course, users) if p.signed_in}
-            added, removed = await self.hub.sync_group(course, members)
+            people = participants(course, users)
+            members = {p.name for p in people if p.signed_in}
+            added, removed = await self.hub.sync_group(course, members, users)
             if added or removed:
                 log.info("course %s: group +%s -%s", course.name, sorted(added), sorted(removed))
-            if datetime.now().astimezone() >= course.closes_at():
-                running = [
-                    p for p in participants(course, users) if p.state in ("running", "starting")
-                ]
-                if running:
-                    await self.stop_all(course, "factoryhub", why="course-ended")
+            if datetime.now().astimezone() >= course.closes_at() and any(
+                p.state in ("running", "starting") for p in people
+            ):
+                await self.stop_all(course, "factoryhub", why="course-ended")
 
     async def prepare(self) -> None:
         """At service start: fetch git materials that are not there yet."""

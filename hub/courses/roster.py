@@ -1,8 +1,9 @@
 """Who is in a course and what their course server is doing, from the hub's REST API.
 
 The Courses service talks to the hub with its own token, whose role (``hub.services``)
-allows only what the course page needs: read users (their groups), and for each course's
-group (``course:<name>``) read and start/stop its members' servers and edit its members.
+allows only what the course page needs: read users (their groups and servers), and for each
+course's group (``course:<name>``) read and start/stop its members' servers and edit its
+members.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -27,13 +28,6 @@ class HubError(RuntimeError):
         self.message = message
 
 
-@dataclass(frozen=True)
-class Person:
-    name: str
-    groups: frozenset[str] = frozenset()
-    admin: bool = False
-
-
 @dataclass
 class Participant:
     """A participant and their course server (``state``: never-signed-in, stopped, starting,
@@ -45,8 +39,6 @@ class Participant:
     url: str = ""
     started: str = ""
     last_activity: str = ""
-    progress_url: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -104,11 +96,7 @@ class Hub:
             raise HubError(503, f"the hub did not answer: {e}") from None
         return json.loads(response.body) if response.body else None
 
-    # ------------------------------------------------------------------ people
-
-    async def person(self, name: str) -> Person:
-        model = await self.call("GET", f"users/{quote(name, safe='')}")
-        return Person(name, frozenset(model.get("groups") or ()), bool(model.get("admin")))
+    # ------------------------------------------------------------------ users
 
     async def users(self) -> dict[str, dict[str, Any]]:
         """Every hub user with their groups and servers, by name (paged through)."""
@@ -127,17 +115,17 @@ class Hub:
 
     # ------------------------------------------------------------------ groups
 
-    async def sync_group(self, course: Course, members: set[str]) -> tuple[set[str], set[str]]:
-        """Make ``course:<name>``'s members exactly ``members`` (hub users); returns (added,
-        removed)."""
-        name = quote(hub_group(course.name), safe="")
-        group = await self.call("GET", f"groups/{name}", ok=(404,))
-        if group is None:
-            await self.call("POST", f"groups/{name}", {}, ok=(409,))
-            group = {"users": []}
-        have = set(group.get("users") or ())
+    async def sync_group(
+        self, course: Course, members: set[str], users: dict[str, dict[str, Any]]
+    ) -> tuple[set[str], set[str]]:
+        """Make ``course:<name>``'s members exactly ``members``, given every hub user's model
+        (``users``, whose groups say who is in it now); returns (added, removed)."""
+        group = hub_group(course.name)
+        name = quote(group, safe="")
+        have = {n for n, model in users.items() if group in (model.get("groups") or ())}
         added, removed = members - have, have - members
         if added:
+            await self.call("POST", f"groups/{name}", {}, ok=(409,))  # made once, then 409
             await self.call("POST", f"groups/{name}/users", {"users": sorted(added)})
         if removed:
             await self.call("DELETE", f"groups/{name}/users", {"users": sorted(removed)})
@@ -173,7 +161,6 @@ def participants(course: Course, users: dict[str, dict[str, Any]]) -> list[Parti
                 url=(server or {}).get("url", "") if state == "running" else "",
                 started=(server or {}).get("started") or "",
                 last_activity=(server or {}).get("last_activity") or "",
-                progress_url=(server or {}).get("progress_url", ""),
             )
         )
     known = {p.name for p in found}

@@ -8,18 +8,13 @@ may do everything.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
+from factoryhub.hub.service_web import Person
 from factoryhub.hub.site_reports import AccessRule
 
+__all__ = ["ACTIONS", "Access", "Person"]
+
 ACTIONS = ("run", "schedule", "see_all")
-
-
-@dataclass(frozen=True)
-class Person:
-    name: str
-    groups: frozenset[str]
-    admin: bool = False
 
 
 class Access:

@@ -5,54 +5,30 @@ API for scripts (a hub token in the ``Authorization`` header). Both go through t
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-import jinja2
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from jupyterhub.utils import url_path_join
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from factoryhub.hub.service_web import Refused, ServiceHandler, api, page
+from factoryhub.hub.service_web import (
+    People,
+    Person,
+    Refused,
+    ServiceHandler,
+    api,
+    application,
+    page,
+)
 
 from . import schedules
-from .access import Person
 from .catalog import Report
 from .engine import ReportEngine
 from .store import FINAL, Run, Schedule
 
-PERSON_TTL_S = 15.0
 TEMPLATES = Path(__file__).parent / "templates"
-
-
-class People:
-    """A user's groups and admin flag, from the hub's API (the service's own token)."""
-
-    def __init__(self, api_url: str, token: str) -> None:
-        self.api_url = api_url
-        self.token = token
-        self._cache: dict[str, tuple[float, Person]] = {}
-
-    async def person(self, name: str) -> Person:
-        cached = self._cache.get(name)
-        if cached and time.monotonic() - cached[0] < PERSON_TTL_S:
-            return cached[1]
-        url = url_path_join(self.api_url, "users", quote(name, safe=""))
-        try:
-            response = await AsyncHTTPClient().fetch(
-                url, headers={"Authorization": f"token {self.token}"}, request_timeout=10
-            )
-        except HTTPClientError as e:
-            raise Refused(503, f"The hub did not tell who {name} is ({e.code}).") from e
-        model = json.loads(response.body)
-        person = Person(name, frozenset(model.get("groups") or ()), bool(model.get("admin")))
-        self._cache[name] = (time.monotonic(), person)
-        return person
 
 
 def run_json(run: Run, prefix: str) -> dict[str, Any]:
@@ -364,45 +340,39 @@ class ScheduleDeletePage(BaseHandler):
 def make_app(
     engine: ReportEngine, prefix: str, hub_prefix: str, people: People, **settings: Any
 ) -> web.Application:
-    def at(path: str) -> str:
-        return url_path_join(prefix, path)
-
-    jinja = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True, trim_blocks=True
-    )
-    jinja.filters["when"] = lambda iso: (
-        datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S") if iso else ""
-    )
-    jinja.filters["duration"] = lambda s: (
-        "" if s is None else f"{s:.0f} s" if s < 120 else (f"{s / 60:.1f} min")
-    )
-    jinja.filters["tojson_compact"] = lambda v: json.dumps(v, separators=(", ", ": "))
-    return web.Application(
-        [
-            (prefix.rstrip("/") + "/?", IndexPage),
-            (at("oauth_callback"), HubOAuthCallbackHandler),
-            (at("report/([^/]+)"), ReportPage),
-            (at("report/([^/]+)/(run|schedule)"), ReportPage),
-            (at(r"runs/(\d+)"), RunPage),
-            (at(r"runs/(\d+)/(cancel|rerun)"), RunPage),
-            (at(r"runs/(\d+)/(notebook|html|log)"), OutputPage),
-            (at(r"schedules/(\d+)/delete"), ScheduleDeletePage),
-            (at("api/reports"), ReportsApi),
-            (at("api/reports/([^/]+)"), ReportsApi),
-            (at("api/runs"), RunsApi),
-            (at(r"api/runs/(\d+)"), RunsApi),
-            (at(r"api/runs/(\d+)/(cancel|rerun)"), RunActionApi),
-            (at("api/schedules"), SchedulesApi),
-            (at(r"api/schedules/(\d+)"), SchedulesApi),
-            (at("api/next-runs"), NextRunsApi),
-        ],
+    filters = {
+        "when": lambda iso: (
+            datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S") if iso else ""
+        ),
+        "duration": lambda s: (
+            "" if s is None else f"{s:.0f} s" if s < 120 else (f"{s / 60:.1f} min")
+        ),
+        "tojson_compact": lambda v: json.dumps(v, separators=(", ", ": ")),
+    }
+    routes = [
+        ("report/([^/]+)", ReportPage),
+        ("report/([^/]+)/(run|schedule)", ReportPage),
+        (r"runs/(\d+)", RunPage),
+        (r"runs/(\d+)/(cancel|rerun)", RunPage),
+        (r"runs/(\d+)/(notebook|html|log)", OutputPage),
+        (r"schedules/(\d+)/delete", ScheduleDeletePage),
+        ("api/reports", ReportsApi),
+        ("api/reports/([^/]+)", ReportsApi),
+        ("api/runs", RunsApi),
+        (r"api/runs/(\d+)", RunsApi),
+        (r"api/runs/(\d+)/(cancel|rerun)", RunActionApi),
+        ("api/schedules", SchedulesApi),
+        (r"api/schedules/(\d+)", SchedulesApi),
+        ("api/next-runs", NextRunsApi),
+    ]
+    return application(
+        prefix,
+        IndexPage,
+        routes,
+        str(TEMPLATES),
+        filters,
         engine=engine,
-        prefix=prefix,
         hub_prefix=hub_prefix,
         people=people,
-        jinja=jinja,
-        hub_auth=HubOAuth(cache_max_age=60),
-        cookie_secret=settings.pop("cookie_secret"),
-        xsrf_cookies=True,
         **settings,
     )

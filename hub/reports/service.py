@@ -18,11 +18,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from factoryhub.hub.hub_config import hub_tag
-from factoryhub.hub.service_web import run_until_stopped
+from factoryhub.hub.service_web import People, run_until_stopped
 from factoryhub.hub.site import SiteError, example_site_path, load_site
 from factoryhub.spawners.slurm_client import LocalSlurmClient
 
-from .app import People, make_app
+from .app import make_app
 from .catalog import Catalog, built_in_folder
 from .engine import ReportEngine
 from .store import RunStore
