@@ -36,7 +36,10 @@ def hub_settings(
         "JupyterHub": {
             "bind_url": site.hub.public_url,
             "hub_bind_url": site.hub.api_url,
-            "db_url": f"sqlite:///{state / 'jupyterhub.sqlite'}",
+            # An external database (PostgreSQL in the Helm chart) comes from the
+            # environment (a secret), never from the site file.
+            "db_url": environ.get("FACTORYHUB_DB_URL")
+            or f"sqlite:///{state / 'jupyterhub.sqlite'}",
             "cookie_secret_file": str(state / "jupyterhub_cookie_secret"),
             "cleanup_servers": not site.hub.keep_servers_on_restart,
             "spawner_class": "factoryhub.spawners.spawner.FactorySlurmSpawner",
@@ -57,12 +60,17 @@ def hub_settings(
             "job_name_prefix": site.slurm.job_name_prefix,
             "start_timeout": site.spawner.start_timeout,
             "hub_tag": hub_tag(site),
+            "slurm_access": site.slurm.access,
+            "slurm_rest": dict(site.slurm.rest),
             "slurm_poll_interval": site.slurm.poll_interval,
             "orphan_grace": float(site.slurm.orphan_grace),
             "dask_settings": site.dask.to_config({p.name: p.partition for p in site.profiles}),
             "apptainer": dict(site.spawner.apptainer),
         },
     }
+    if site.hub.external_proxy:
+        # The proxy runs on its own (Helm chart); its token is CONFIGPROXY_AUTH_TOKEN.
+        settings["ConfigurableHTTPProxy"]["should_start"] = False
     proxy_cmd = environ.get("FACTORYHUB_PROXY_CMD")
     if proxy_cmd:
         settings["ConfigurableHTTPProxy"]["command"] = [proxy_cmd]

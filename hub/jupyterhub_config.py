@@ -13,6 +13,7 @@ from traitlets.config import Config
 from factoryhub.hub.hub_config import SecretMissing, hub_settings
 from factoryhub.hub.site import SiteError, example_site_path, load_site
 from factoryhub.spawners.poller import start_with_hub
+from factoryhub.spawners.slurm_access import make_client
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821
 
@@ -41,5 +42,5 @@ start_with_hub(
     name_prefix=f"{_spawner['job_name_prefix']}-",
     interval=_spawner["slurm_poll_interval"],
     orphan_grace=_spawner["orphan_grace"],
-    user_prefix=["runuser", "-u", "{username}", "--"],
+    slurm=make_client(_spawner["slurm_access"], _spawner["slurm_rest"]),
 )

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlparse
 
 import jinja2
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
@@ -218,3 +218,16 @@ async def run_until_stopped(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def listen_address(port: int) -> tuple[int, str]:
+    """(port, address) a hub-managed service listens on: the port and host of
+    ``$JUPYTERHUB_SERVICE_URL``. A loopback host is kept; any other name (the hub's
+    Kubernetes Service, ``hub.services_host``) is where the proxy reaches the hub's pod, so
+    the service listens on all interfaces there."""
+    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", f"http://127.0.0.1:{port}"))
+    host = url.hostname or "127.0.0.1"
+    return url.port or port, host if host in LOOPBACK else "0.0.0.0"  # noqa: S104

@@ -99,7 +99,7 @@ def web_service(
     return {
         "name": name,
         "display": True,
-        "url": f"http://127.0.0.1:{port}",
+        "url": f"http://{site.hub.services_host}:{port}",
         "command": [python, "-m", module],
         "environment": {"FACTORYHUB_SITE_FILE": site_file},
         "cwd": site.hub.state_dir,

@@ -183,6 +183,8 @@ def _build(d: dict[str, Any]) -> Site:
             api_url=hub["api_url"],
             connect_url=hub["connect_url"],
             proxy_api_url=hub["proxy_api_url"],
+            external_proxy=hub["external_proxy"],
+            services_host=hub["services_host"],
         ),
         auth=AuthSettings(
             type=auth["type"],
@@ -205,6 +207,7 @@ def _build(d: dict[str, Any]) -> Site:
             manage_associations=slurm["manage_associations"],
             poll_interval=float(slurm["poll_interval"]),
             orphan_grace=int(slurm["orphan_grace"]),
+            rest=dict(slurm.get("rest") or {}),
         ),
         spawner=SpawnerSettings(
             python_env=spawner["python_env"],

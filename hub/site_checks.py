@@ -17,6 +17,7 @@ from typing import Any
 
 import jsonschema
 
+from .site_access import access_problems
 from .site_courses import courses_problems
 from .site_dask import dask_problems
 from .site_reports import reports_problems
@@ -65,6 +66,12 @@ _PATTERN_MEANING: dict[str, str] = {
     ),
     "^[A-Z_][A-Z0-9_]{0,63}$": "an environment variable name (A-Z, 0-9 and _)",
     "^[!-~]{1,64}$": "printable ASCII without spaces, at most 64 characters",
+    "^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$": "a host name or IP address",
+    "^https?://[^\\s/?#]+/?$": "an http:// or https:// URL with no path",
+    "^v0\\.0\\.[0-9]{2}$": "an OpenAPI plugin version such as v0.0.38",
+    "^/([^{}]|\\{username\\})*$": (
+        "an absolute path that uses no placeholder but {username}"
+    ),
     "^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$": "a claim name (letters, digits and _.:-)",
     "^[0-9]{4}-[0-9]{2}-[0-9]{2}$": "a day written YYYY-MM-DD",
     "^[A-Za-z0-9_./-]{1,256}$": "a program name or path (letters, digits and _./-)",
@@ -434,6 +441,7 @@ def _cross_problems(data: Any) -> list[Problem]:
         Problem(path, msg)
         for path, msg in courses_problems(data.get("courses"), names, project_names)
     ]
+    problems += [Problem(path, msg) for path, msg in access_problems(data)]
     return problems
 
 

@@ -36,6 +36,8 @@ class HubSettings:
     api_url: str = "http://127.0.0.1:8081"
     connect_url: str = ""
     proxy_api_url: str = "http://127.0.0.1:8001"
+    external_proxy: bool = False
+    services_host: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ class SlurmSettings:
     manage_associations: bool = False
     poll_interval: float = 1.0
     orphan_grace: int = 120
+    # slurm.rest (url, api_version, key_file, token_lifetime, home, query_user, timeout)
+    rest: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

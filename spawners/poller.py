@@ -27,7 +27,8 @@ from tornado.ioloop import IOLoop
 
 from . import metrics
 from .dask_setup import parent_job
-from .slurm_client import JobInfo, LocalSlurmClient, SlurmError, SlurmUnavailable
+from .slurm_access import SlurmClient
+from .slurm_client import JobInfo, SlurmError, SlurmUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class PollerStats:
 class SlurmPoller:
     def __init__(
         self,
-        slurm: LocalSlurmClient,
+        slurm: SlurmClient,
         *,
         name_prefix: str,
         tag: str,
@@ -276,7 +277,7 @@ _pollers: dict[str, SlurmPoller] = {}
 
 
 def start_with_hub(
-    *, tag: str, name_prefix: str, interval: float, orphan_grace: float, user_prefix: list[str]
+    *, tag: str, name_prefix: str, interval: float, orphan_grace: float, slurm: SlurmClient
 ) -> None:
     """Run this hub's poller from the hub's start, not only once a spawner needs it: after a
     crash no server may own a job at all, and its orphans must still be found. Called from
@@ -286,7 +287,7 @@ def start_with_hub(
         shared_poller(
             tag,
             lambda: SlurmPoller(
-                LocalSlurmClient(user_prefix),
+                slurm,
                 name_prefix=name_prefix,
                 tag=tag,
                 interval=interval,

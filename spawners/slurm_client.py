@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pwd
 import re
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
@@ -196,8 +197,43 @@ class LocalSlurmClient:
 
     _raise_for = staticmethod(check_result)
 
-    async def submit(self, username: str, script: str, env: Mapping[str, str]) -> str:
-        """Submit ``script`` as ``username``; return the job id."""
+    def home(self, username: str) -> str:
+        """The user's home directory (this host's user database)."""
+        try:
+            return pwd.getpwnam(username).pw_dir
+        except KeyError:
+            raise SlurmError(f"there is no user {username!r} on this host") from None
+
+    async def _prepare(self, username: str, dirs: Sequence[str], files: Mapping[str, str]) -> None:
+        """Make ``dirs`` (0700) and ``files`` (0600) as the user, before the job exists."""
+        for d in dirs:
+            made = await self._run(
+                self._as_user(
+                    username,
+                    ["sh", "-c", 'mkdir -p -m 0700 -- "$1" && chmod 0700 -- "$1"', "sh", d],
+                )
+            )
+            if made.returncode != 0:
+                raise SlurmError(f"could not create {d} as {username}: {made.stderr.strip()}")
+        for path, text in files.items():
+            wrote = await self._run(
+                self._as_user(username, ["sh", "-c", 'umask 077 && cat > "$1"', "sh", path]),
+                input=text,
+            )
+            if wrote.returncode != 0:
+                raise SlurmError(f"could not write {path} as {username}: {wrote.stderr.strip()}")
+
+    async def submit(
+        self,
+        username: str,
+        script: str,
+        env: Mapping[str, str],
+        dirs: Sequence[str] = (),
+        files: Mapping[str, str] | None = None,
+    ) -> str:
+        """Submit ``script`` as ``username``; return the job id. ``dirs`` (mode 0700) and
+        ``files`` (path → text, mode 0600) are made first, as the user."""
+        await self._prepare(username, dirs, files or {})
         argv = self._as_user(username, ["sbatch", "--parsable"])
         result = await self._run(argv, input=script, env=env)
         self._raise_for(result, "the job submission")

@@ -27,7 +27,8 @@ from typing import Any
 from batchspawner import SlurmSpawner
 from jinja2 import Environment, PackageLoader, select_autoescape
 from tornado import web
-from traitlets import Dict, Float, Instance, List, Unicode, default
+from traitlets import Any as AnyTrait
+from traitlets import CaselessStrEnum, Dict, Float, List, Unicode, default
 
 from . import (
     metrics,
@@ -44,7 +45,8 @@ from .poller import SlurmPoller, end_message, shared_poller
 from .profiles import Profile, load_profiles, profiles_for
 from .progress import describe
 from .projects import Project, Usage, load_projects, projects_for
-from .slurm_client import JobInfo, LocalSlurmClient, SlurmError, SlurmUnavailable
+from .slurm_access import ACCESS_MODES, SlurmClient, make_client
+from .slurm_client import JobInfo, SlurmError, SlurmUnavailable
 
 _form_env = Environment(
     loader=PackageLoader("factoryhub.spawners", "templates"),
@@ -147,11 +149,34 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
     # step less to launch), started with `exec` so it receives Slurm's signals.
     req_srun = Unicode("").tag(config=True)
 
-    slurm = Instance(LocalSlurmClient)
+    slurm_access = CaselessStrEnum(
+        ACCESS_MODES,
+        "local",
+        help="""How the hub reaches Slurm: "local" runs sbatch/squeue/scancel on this host as
+        the user (user_command_prefix); "rest" talks to slurmrestd with a JWT per user
+        (slurm_rest). Set from the site file's slurm.access.""",
+    ).tag(config=True)
+
+    slurm_rest = Dict(
+        help="""The site file's slurm.rest settings for the "rest" access mode: url,
+        api_version, key_file, token_lifetime, home, query_user, timeout.""",
+    ).tag(config=True)
+
+    slurm = AnyTrait(help="The Slurm client (factoryhub.spawners.slurm_access.make_client).")
 
     @default("slurm")
-    def _default_slurm(self) -> LocalSlurmClient:
-        return LocalSlurmClient(self.user_command_prefix, self.slurm_command_timeout)
+    def _default_slurm(self) -> SlurmClient:
+        return make_client(
+            self.slurm_access, self.slurm_rest, self.user_command_prefix, self.slurm_command_timeout
+        )
+
+    def home(self) -> str:
+        """The user's home directory on the cluster (as the Slurm client knows it)."""
+        return self.slurm.home(self.user.name)
+
+    @default("req_homedir")
+    def _default_req_homedir(self) -> str:
+        return self.home()
 
     @default("apply_user_options")
     def _default_apply_user_options(self) -> Any:
@@ -172,7 +197,7 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
     # ------------------------------------------------------------------ profiles
 
     def user_groups(self) -> set[str]:
-        """The user's Unix groups and JupyterHub groups."""
+        """The user's Unix groups (when this host knows the user) and JupyterHub groups."""
         names = {g.name for g in getattr(self.user, "groups", [])}
         try:
             entry = pwd.getpwnam(self.user.name)
@@ -283,8 +308,7 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
 
     @property
     def job_log_dir(self) -> str:
-        home = pwd.getpwnam(self.user.name).pw_dir
-        return self.log_dir.format(home=home, username=self.user.name)
+        return self.log_dir.format(home=self.home(), username=self.user.name)
 
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
@@ -317,7 +341,7 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
         return server_command(
             ApptainerSettings.from_config(self.apptainer),
             profile.image,
-            pwd.getpwnam(self.user.name).pw_dir,
+            self.home(),
             self.get_args(),
             gpus=request.gpus if request else 0,
             read_only=[course.materials_path] if course else [],
@@ -337,15 +361,10 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
     async def submit_batch_script(self) -> str:
         """Submit the job as the user. Never formats raw user_options (batchspawner does)."""
         script = self.job_script()
-        made = await self.slurm.run_as(
-            self.user.name, ["mkdir", "-p", "-m", "0700", self.job_log_dir]
-        )
-        if made.returncode != 0:
-            raise RuntimeError(
-                f"Could not create the log directory {self.job_log_dir}: {made.stderr.strip()}"
-            )
         self.log.debug("Submitting for %s:\n%s", self._log_name, script)
-        self.job_id = await self.slurm.submit(self.user.name, script, self.get_env())
+        self.job_id = await self.slurm.submit(
+            self.user.name, script, self.get_env(), dirs=[self.job_log_dir]
+        )
         self.log.info("Submitted job %s for %s", self.job_id, self._log_name)
         return self.job_id
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from factoryhub.spawners.profiles import Profile
-from factoryhub.spawners.slurm_client import LocalSlurmClient
+from factoryhub.spawners.slurm_access import SlurmClient
 
 DOWN = ("DOWN", "DRAIN", "FAIL", "NOT_RESPONDING", "POWERED_DOWN", "MAINT")
 
@@ -88,7 +88,7 @@ def _expand_nodes(text: str) -> set[str]:
     return names
 
 
-async def capacity(slurm: LocalSlurmClient, profile: Profile, reservation: str = "") -> Capacity:
+async def capacity(slurm: SlurmClient, profile: Profile, reservation: str = "") -> Capacity:
     mem_mb = profile.memory_gb.default * 1024
     nodes = await slurm.show("node")
     if not reservation:

@@ -24,7 +24,8 @@ from factoryhub.spawners.course_store import CourseStore
 from factoryhub.spawners.courses import Course, course_named, load_courses
 from factoryhub.spawners.materials import MaterialsError, mirror_git
 from factoryhub.spawners.profiles import Profile
-from factoryhub.spawners.slurm_client import LocalSlurmClient, SlurmError, SlurmUnavailable
+from factoryhub.spawners.slurm_access import SlurmClient, make_client
+from factoryhub.spawners.slurm_client import SlurmError, SlurmUnavailable
 
 from . import capacity as capacity_mod
 from .collect import Collected, collect
@@ -65,14 +66,14 @@ def home_of(username: str) -> str | None:
 
 class CourseDesk:
     def __init__(
-        self, site: Site, store: CourseStore, hub: Hub, slurm: LocalSlurmClient | None = None
+        self, site: Site, store: CourseStore, hub: Hub, slurm: SlurmClient | None = None
     ) -> None:
         self.site = site
         self.settings = site.courses
         self.store = store
         self.hub = hub
         self.people = People(hub.api_url, hub.token)
-        self.slurm = slurm or LocalSlurmClient()
+        self.slurm = slurm or make_client()
         self.tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ courses and people

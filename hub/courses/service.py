@@ -16,11 +16,11 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from urllib.parse import urlparse
 
-from factoryhub.hub.service_web import run_until_stopped
+from factoryhub.hub.service_web import listen_address, run_until_stopped
 from factoryhub.hub.site import SiteError, example_site_path, load_site
 from factoryhub.spawners.course_store import CourseStore
+from factoryhub.spawners.slurm_access import make_client
 
 from .app import make_app
 from .desk import CourseDesk
@@ -45,15 +45,19 @@ async def serve() -> None:
         os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api"),
         os.environ.get("JUPYTERHUB_API_TOKEN", ""),
     )
-    desk = CourseDesk(site, CourseStore(store_path(site.hub.state_dir)), hub)
+    slurm = make_client(site.slurm.access, site.slurm.rest)
+    desk = CourseDesk(site, CourseStore(store_path(site.hub.state_dir)), hub, slurm)
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/courses/")
     base_url = os.environ.get("JUPYTERHUB_BASE_URL", "/")
     app = make_app(desk, prefix, base_url + "hub/", base_url, cookie_secret=secrets.token_bytes(32))
-    port = site.courses.port
-    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", f"http://127.0.0.1:{port}"))
-    app.listen(url.port or port, url.hostname or "127.0.0.1", xheaders=True)
+    port, address = listen_address(site.courses.port)
+    app.listen(port, address, xheaders=True)
     log.info(
-        "Courses service on %s (prefix %s), %d courses", url.geturl(), prefix, len(desk.courses())
+        "Courses service on %s:%s (prefix %s), %d courses",
+        address,
+        port,
+        prefix,
+        len(desk.courses()),
     )
     await desk.prepare()
 

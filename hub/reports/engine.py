@@ -18,7 +18,9 @@ from typing import Any
 
 from factoryhub.hub.service_web import Refused
 from factoryhub.hub.site_model import Project, Site
-from factoryhub.spawners.slurm_client import LocalSlurmClient, SlurmError, SlurmUnavailable
+from factoryhub.spawners.slurm_access import SlurmClient
+from factoryhub.spawners.slurm_client import SlurmError, SlurmUnavailable
+from factoryhub.spawners.slurm_rest import RestSlurmClient
 
 from . import runner, schedules
 from .access import Access, Person
@@ -49,7 +51,15 @@ class UnixAccount:
     home: str
 
 
-def unix_account(name: str) -> UnixAccount:
+def unix_account(name: str, client: SlurmClient) -> UnixAccount:
+    """The user a run runs as. In the "rest" access mode the hub's host may not know the
+    user: the home comes from the client and the uid is -1 (outputs cannot be read here)."""
+    if isinstance(client, RestSlurmClient):
+        try:
+            uid = pwd.getpwnam(name).pw_uid
+        except KeyError:
+            uid = -1
+        return UnixAccount(name, uid, client.home(name))
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
@@ -63,7 +73,7 @@ class ReportEngine:
         site: Site,
         store: RunStore,
         catalog: Catalog,
-        client: LocalSlurmClient,
+        client: SlurmClient,
         hub_tag: str,
     ) -> None:
         self.site = site
@@ -100,7 +110,7 @@ class ReportEngine:
         return f"{self.site.slurm.job_name_prefix}-report-{run_id}"
 
     def paths(self, run: Run) -> tuple[UnixAccount, runner.RunPaths]:
-        account = unix_account(run.run_as)
+        account = unix_account(run.run_as, self.client)
         root = self.settings.output_dir_for(account.home, account.name)
         return account, runner.RunPaths.for_run(root, run.id, run.report)
 
@@ -143,7 +153,6 @@ class ReportEngine:
             if report is None:
                 raise SlurmError(f"the report notebook {run.report!r} is gone")
             account, paths = self.paths(run)
-            await self._prepare(account, paths, run.parameters)
             script = runner.render_script(
                 run_id=run.id,
                 report=run.report,
@@ -158,7 +167,14 @@ class ReportEngine:
                 job_name=self.job_name(run.id),
                 comment=f"{self.hub_tag}/report/{run.id}",
             )
-            job_id = await self.client.submit(account.name, script, self._job_env(account))
+            job_id = await self.client.submit(
+                account.name,
+                script,
+                self._job_env(account),
+                # the parent is the user's reports folder: only they may list their runs
+                dirs=[str(paths.out_dir.parent), str(paths.out_dir)],
+                files={str(paths.parameters): runner.parameters_json(run.parameters)},
+            )
         except (SlurmError, SlurmUnavailable, Refused) as e:
             message = e.message if isinstance(e, Refused) else str(e)
             log.warning("report run %s not submitted: %s", run.id, message)
@@ -168,24 +184,6 @@ class ReportEngine:
             raise Refused(409, f"The run could not be submitted: {message}") from e
         log.info("report run %s (%s of %s) is Slurm job %s", run.id, run.report, run.user, job_id)
         return self.store.set_job(run.id, job_id)
-
-    async def _prepare(
-        self, account: UnixAccount, paths: runner.RunPaths, parameters: Mapping[str, Any]
-    ) -> None:
-        made = await self.client.run_as(
-            account.name, ["mkdir", "-p", "-m", "0700", str(paths.out_dir)]
-        )
-        if made.returncode:
-            raise SlurmError(f"cannot make {paths.out_dir}: {made.stderr.strip()}")
-        await self.client.run_as(account.name, ["chmod", "0700", str(paths.out_dir.parent)])
-        text = runner.parameters_json(parameters)
-        wrote = await self.client.run_as(
-            account.name,
-            ["sh", "-c", 'umask 077 && cat > "$1"', "sh", str(paths.parameters)],
-            input=text,
-        )
-        if wrote.returncode:
-            raise SlurmError(f"cannot write {paths.parameters}: {wrote.stderr.strip()}")
 
     def _job_env(self, account: UnixAccount) -> dict[str, str]:
         venv_bin = str(Path(self.site.spawner.python_env) / "bin")
@@ -299,6 +297,9 @@ class ReportEngine:
             )
             return self.store.move(run.id, "failed", error=error, **fields)
         if outcome.executed and not outcome.failed and state in ("COMPLETED", ""):
+            return self.store.move(run.id, "succeeded", **fields)
+        if account.uid < 0 and state == "COMPLETED":
+            # rest access mode, the users' files out of this service's sight: Slurm's word
             return self.store.move(run.id, "succeeded", **fields)
         error = outcome.error if outcome.executed else ""
         if not error:

@@ -15,12 +15,11 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from urllib.parse import urlparse
 
 from factoryhub.hub.hub_config import hub_tag
-from factoryhub.hub.service_web import People, run_until_stopped
+from factoryhub.hub.service_web import People, listen_address, run_until_stopped
 from factoryhub.hub.site import SiteError, example_site_path, load_site
-from factoryhub.spawners.slurm_client import LocalSlurmClient
+from factoryhub.spawners.slurm_access import make_client
 
 from .app import make_app
 from .catalog import Catalog, built_in_folder
@@ -44,7 +43,9 @@ async def serve() -> None:
     settings = site.reports
     store = RunStore(store_path(site.hub.state_dir))
     catalog = Catalog([built_in_folder(), *settings.folders])
-    engine = ReportEngine(site, store, catalog, LocalSlurmClient(), hub_tag(site))
+    engine = ReportEngine(
+        site, store, catalog, make_client(site.slurm.access, site.slurm.rest), hub_tag(site)
+    )
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/reports/")
     hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/") + "hub/"
     people = People(
@@ -52,11 +53,12 @@ async def serve() -> None:
         os.environ.get("JUPYTERHUB_API_TOKEN", ""),
     )
     app = make_app(engine, prefix, hub_prefix, people, cookie_secret=secrets.token_bytes(32))
-    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", f"http://127.0.0.1:{settings.port}"))
-    app.listen(url.port or settings.port, url.hostname or "127.0.0.1", xheaders=True)
+    port, address = listen_address(settings.port)
+    app.listen(port, address, xheaders=True)
     log.info(
-        "Reports service on %s (prefix %s), %d reports",
-        url.geturl(),
+        "Reports service on %s:%s (prefix %s), %d reports",
+        address,
+        port,
         prefix,
         len(catalog.reports()),
     )

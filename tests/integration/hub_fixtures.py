@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import pwd
 import secrets
 import signal
 import subprocess
@@ -90,6 +91,8 @@ class RunningHub:
     proc: subprocess.Popen[bytes] | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     url: str = f"http://127.0.0.1:{LOCAL_HUB_PORTS[0]}"
+    # Run the hub as this (unprivileged) Unix user instead of root: the "rest" access mode.
+    run_as: str = ""
 
     @property
     def api_url(self) -> str:
@@ -117,6 +120,11 @@ class RunningHub:
         token_file = self.state_dir / "admin-api-token"
         token_file.write_text(self.token)
         token_file.chmod(0o600)
+        identity: dict[str, Any] = {}
+        if self.run_as:
+            entry = pwd.getpwnam(self.run_as)
+            os.chown(token_file, entry.pw_uid, entry.pw_gid)
+            identity = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
         env = dict(os.environ)
         env.update(
             FACTORYHUB_SITE_FILE=str(self.site_file),
@@ -133,6 +141,7 @@ class RunningHub:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            **identity,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,0 +1,335 @@
+"""The "rest" Slurm access mode: slurmrestd over HTTP with a short-lived JWT per user.
+
+The hub is then no Slurm submit host: it needs neither ``sudo``/``runuser`` nor munge, only
+HTTP to slurmrestd and the cluster's HS256 key (``factoryhub.spawners.slurm_jwt``). Every
+call that acts for a user (submit, cancel) carries a token minted for that user, so Slurm runs
+and checks it as that user exactly as ``sbatch`` would. Queries (the shared poller's one
+request per tick, accounting, nodes, reservations) carry a token of ``query_user``.
+
+:class:`RestSlurmClient` has the methods of :class:`~.slurm_client.LocalSlurmClient` and keeps
+its two failures apart: :class:`SlurmUnavailable` (slurmrestd or slurmctld did not answer:
+nothing is known) and :class:`SlurmError` (Slurm answered and refused; the message is Slurm's).
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import PurePosixPath
+from typing import Any
+
+import httpx
+
+from .sbatch_options import UnsupportedOption, job_properties
+from .slurm_client import (
+    _UNAVAILABLE,
+    CommandResult,
+    JobInfo,
+    SlurmError,
+    SlurmUnavailable,
+)
+from .slurm_jwt import JwtKeyError, TokenCache
+
+_INVALID_JOB = "Invalid job id"
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def _time(epoch: Any) -> str:
+    """An epoch as squeue prints times (local time, ``2026-11-23T12:08:22``); "" for none."""
+    if not isinstance(epoch, int) or epoch <= 0:
+        return ""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(epoch))
+
+
+def job_info(job: Mapping[str, Any]) -> JobInfo:
+    """A v0.0.38 job object as the queue's :class:`JobInfo`."""
+    reason = str(job.get("state_reason") or "")
+    return JobInfo(
+        job_id=str(job.get("job_id", "")),
+        state=str(job.get("job_state") or ""),
+        reason="" if reason == "None" else reason,
+        nodes=str(job.get("nodes") or ""),
+        start_time=_time(job.get("start_time")),
+        end_time=_time(job.get("end_time")),
+        name=str(job.get("name") or ""),
+        user=str(job.get("user_name") or ""),
+        partition=str(job.get("partition") or ""),
+        comment=str(job.get("comment") or ""),
+        submit_time=_time(job.get("submit_time")),
+    )
+
+
+def _node_view(node: Mapping[str, Any]) -> dict[str, str]:
+    """A v0.0.38 node with the keys of ``scontrol show node`` that factoryhub reads."""
+    return {
+        "NodeName": str(node.get("name", "")),
+        "State": "+".join([str(node.get("state", "")).upper(), *node.get("state_flags", [])]),
+        "CPUTot": str(node.get("cpus", 0)),
+        "CPUAlloc": str(node.get("alloc_cpus", 0)),
+        "RealMemory": str(node.get("real_memory", 0)),
+        "AllocMem": str(node.get("alloc_memory", 0)),
+        "Partitions": ",".join(node.get("partitions") or []),
+    }
+
+
+def _reservation_view(res: Mapping[str, Any]) -> dict[str, str]:
+    now = time.time()
+    active = (res.get("start_time") or 0) <= now < (res.get("end_time") or 0)
+    return {
+        "ReservationName": str(res.get("name", "")),
+        "Nodes": str(res.get("node_list", "")),
+        "CoreCnt": str(res.get("core_count", 0)),
+        "State": "ACTIVE" if active else "INACTIVE",
+        "StartTime": _time(res.get("start_time")),
+        "EndTime": _time(res.get("end_time")),
+    }
+
+
+def prologue(dirs: Sequence[str], files: Mapping[str, str], output: str) -> str:
+    """Shell lines that make ``dirs`` (0700) and ``files`` (0600) as the job's user, then send
+    the job's output to ``output`` (``%j``: the job id): over REST nobody can make them
+    before the job runs, and Slurm opens ``--output`` before the script starts."""
+    lines = ["# factoryhub (rest access mode): what the hub cannot prepare itself"]
+    for d in dirs:
+        q = shlex.quote(d)
+        lines.append(f"mkdir -p -m 0700 -- {q} && chmod 0700 -- {q} || exit 1")
+    for path, text in files.items():
+        data = base64.b64encode(text.encode()).decode()
+        lines.append(
+            f"(umask 077 && printf '%s' {data} | base64 -d > {shlex.quote(path)}) || exit 1"
+        )
+    if output:
+        head, mark, tail = output.partition("%j")
+        target = shlex.quote(head) + ('"$SLURM_JOB_ID"' + shlex.quote(tail) if mark else "")
+        lines.append(f"exec >>{target} 2>&1")
+    return "\n".join(lines) + "\n"
+
+
+def _under(path: str, dirs: Sequence[str]) -> bool:
+    parent = PurePosixPath(path).parent
+    return any(parent == PurePosixPath(d) or PurePosixPath(d) in parent.parents for d in dirs)
+
+
+class RestSlurmClient:
+    """sbatch/squeue/scancel/sacct/scontrol show, spoken to slurmrestd."""
+
+    def __init__(
+        self,
+        url: str,
+        key_file: str,
+        api_version: str = "v0.0.38",
+        token_lifetime: int = 600,
+        home: str = "/home/{username}",
+        query_user: str = "root",
+        timeout: float = 30.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.api_version = api_version
+        self.tokens = TokenCache(key_file, token_lifetime)
+        self.home_template = home
+        self.query_user = query_user
+        self.timeout = timeout
+        self.command_timeout = timeout
+        self._http: httpx.AsyncClient | None = None
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None or self._http.is_closed:
+            self._http = httpx.AsyncClient(base_url=self.url, timeout=self.timeout)
+        return self._http
+
+    async def _call(
+        self, method: str, path: str, user: str, what: str, body: Any = None
+    ) -> dict[str, Any]:
+        """One request as ``user``; its JSON, or SlurmUnavailable / SlurmError."""
+        try:
+            token = self.tokens.token(user)
+        except JwtKeyError as e:
+            raise SlurmError(f"cannot sign in to slurmrestd ({what}): {e}") from None
+        headers = {"X-SLURM-USER-NAME": user, "X-SLURM-USER-TOKEN": token}
+        try:
+            response = await self._client().request(method, path, headers=headers, json=body)
+        except httpx.TimeoutException as e:
+            raise SlurmUnavailable(
+                f"Slurm did not answer ({what}): slurmrestd at {self.url} took more than "
+                f"{self.timeout:g} s"
+            ) from e
+        except httpx.TransportError as e:
+            raise SlurmUnavailable(
+                f"Slurm did not answer ({what}): cannot reach slurmrestd at {self.url} ({e})"
+            ) from e
+        if response.status_code in (401, 403):
+            raise SlurmError(
+                f"slurmrestd refused the hub's token for {user} ({what}, HTTP "
+                f"{response.status_code}). The hub's key (slurm.rest.key_file) must be the "
+                "cluster's AuthAltParameters=jwt_key, and slurm.conf must have "
+                "AuthAltTypes=auth/jwt."
+            )
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            if response.status_code >= 500 or response.status_code == 404:
+                raise SlurmUnavailable(
+                    f"Slurm did not answer ({what}): slurmrestd answered HTTP "
+                    f"{response.status_code} for {path} (is the {self.api_version} plugin on?)"
+                )
+            raise SlurmError(f"slurmrestd answered {what} with HTTP {response.status_code}")
+        errors = [e for e in data.get("errors") or [] if isinstance(e, dict)]
+        if errors:
+            message = "; ".join(
+                str(e.get("description") or e.get("error") or e) for e in errors
+            ).strip()
+            unspecified = all(e.get("error_number") == -1 for e in errors)
+            if _UNAVAILABLE.search(message) or unspecified:
+                # slurmctld down, or slurmctld dropping a token made with another key: the
+                # two look alike from here (slurmctld's log tells them apart).
+                raise SlurmUnavailable(
+                    f"Slurm did not answer ({what}): {message}. If slurmctld is up, the "
+                    "hub's JWT key (slurm.rest.key_file) is probably not the cluster's "
+                    "(slurm.conf AuthAltParameters=jwt_key)"
+                )
+            raise SlurmError(f"Slurm refused {what}: {message}")
+        if response.status_code >= 400:
+            raise SlurmError(f"Slurm refused {what}: HTTP {response.status_code}")
+        return data
+
+    def _slurm(self, tail: str) -> str:
+        return f"/slurm/{self.api_version}/{tail}"
+
+    # ------------------------------------------------------------------ users
+
+    def home(self, username: str) -> str:
+        """The user's home directory on the cluster (the site's template; no lookup)."""
+        return self.home_template.replace("{username}", username)
+
+    # ------------------------------------------------------------------ jobs
+
+    async def submit(
+        self,
+        username: str,
+        script: str,
+        env: Mapping[str, str],
+        dirs: Sequence[str] = (),
+        files: Mapping[str, str] | None = None,
+    ) -> str:
+        """Submit ``script`` as ``username``; return the job id. ``dirs`` and ``files`` are
+        made by the job itself, before anything else, as the user."""
+        try:
+            job = job_properties(script)
+        except UnsupportedOption as e:
+            raise SlurmError(f"the job script cannot be sent to slurmrestd: {e}") from None
+        environment = {"PATH": DEFAULT_PATH, **dict(env)}
+        job["environment"] = environment
+        job.setdefault("current_working_directory", self.home(username))
+        if dirs or files:
+            output = job.get("standard_output", "")
+            redirect = output if output and _under(output, dirs) else ""
+            if redirect:
+                job["standard_output"] = "/dev/null"
+            first, _, rest = script.partition("\n")
+            script = f"{first}\n{prologue(dirs, files or {}, redirect)}{rest}"
+        data = await self._call(
+            "POST",
+            self._slurm("job/submit"),
+            username,
+            "the job submission",
+            {"script": script, "job": job},
+        )
+        job_id = data.get("job_id")
+        if not isinstance(job_id, int) or job_id <= 0:
+            raise SlurmError(f"slurmrestd answered without a job id: {data!r:.200}")
+        return str(job_id)
+
+    async def _jobs(self) -> list[dict[str, Any]]:
+        data = await self._call("GET", self._slurm("jobs"), self.query_user, "the queue query")
+        return [j for j in data.get("jobs") or [] if isinstance(j, dict)]
+
+    async def query(self, job_ids: Iterable[str]) -> dict[str, JobInfo]:
+        """One request for all ``job_ids``; jobs Slurm no longer knows are absent."""
+        ids = {j for j in job_ids if j and j.isdigit()}
+        if not ids:
+            return {}
+        jobs = (job_info(j) for j in await self._jobs())
+        return {j.job_id: j for j in jobs if j.job_id in ids}
+
+    async def jobs_named(self, prefix: str, states: str = "") -> list[JobInfo]:
+        """Jobs whose name starts with ``prefix``: active ones, or all (``states="all"``)."""
+        jobs = [job_info(j) for j in await self._jobs()]
+        return [
+            j
+            for j in jobs
+            if j.name.startswith(prefix) and (states == "all" or j.active or j.running)
+        ]
+
+    async def cancel(self, username: str, job_id: str) -> None:
+        """Cancel ``job_id`` as ``username``. A job already gone is not an error."""
+        if not job_id.isdigit():
+            raise ValueError(f"not a Slurm job id: {job_id!r}")
+        try:
+            await self._call(
+                "DELETE", self._slurm(f"job/{job_id}"), username, f"cancelling job {job_id}"
+            )
+        except SlurmError as e:
+            if _INVALID_JOB not in str(e):
+                raise
+
+    async def accounted_state(self, job_id: str) -> str:
+        """The state accounting recorded for a job (``/slurmdb/.../job``); "" if none."""
+        if not job_id.isdigit():
+            raise ValueError(f"not a Slurm job id: {job_id!r}")
+        path = f"/slurmdb/{self.api_version}/job/{job_id}"
+        try:
+            data = await self._call("GET", path, self.query_user, "the accounting query")
+        except SlurmError as e:
+            if _INVALID_JOB in str(e) or "not found" in str(e).lower():
+                return ""
+            raise
+        for job in data.get("jobs") or []:
+            state = (job.get("state") or {}).get("current", "")
+            if state:
+                return str(state).split()[0]
+        return ""
+
+    async def show(self, kind: str, name: str = "") -> list[dict[str, str]]:
+        """Nodes or reservations with the keys ``scontrol show`` prints (those factoryhub
+        reads); [] when Slurm has no such entity."""
+        if kind == "node":
+            data = await self._call("GET", self._slurm("nodes"), self.query_user, "the nodes")
+            nodes = [_node_view(n) for n in data.get("nodes") or []]
+            return [n for n in nodes if not name or n["NodeName"] == name]
+        if kind == "reservation":
+            data = await self._call(
+                "GET", self._slurm("reservations"), self.query_user, "the reservations"
+            )
+            found = [_reservation_view(r) for r in data.get("reservations") or []]
+            return [r for r in found if not name or r["ReservationName"] == name]
+        raise ValueError(f"cannot show {kind} over REST")
+
+    async def jobs_in_reservation(self, name: str) -> list[tuple[str, int, str]]:
+        """(state, CPUs, memory such as "2048M") of every active job in reservation ``name``."""
+        jobs = [j for j in await self._jobs() if j.get("resv_name") == name]
+        found = []
+        for job in jobs:
+            info = job_info(job)
+            if info.active:
+                memory = job.get("memory_per_node") or 0
+                found.append((info.state, int(job.get("cpus") or 0), f"{memory}M"))
+        return found
+
+    async def run_as(
+        self, username: str, argv: Sequence[str], input: str | None = None
+    ) -> CommandResult:
+        """Not possible over REST: the hub runs nothing on the cluster but jobs."""
+        raise SlurmError(
+            f"the rest access mode cannot run {argv[0] if argv else 'commands'} as {username} "
+            "on the cluster; only jobs run there"
+        )
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
