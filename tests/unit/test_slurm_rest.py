@@ -1,0 +1,203 @@
+"""The "rest" access mode's pure parts: #SBATCH → job properties, tokens, the job's prologue,
+the site's access checks and the hub settings it leads to. slurmrestd itself is exercised in
+tests/integration/test_rest_mode.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import jwt
+import pytest
+import yaml
+
+from factoryhub.hub.hub_config import hub_settings
+from factoryhub.hub.site import SiteError, example_site_path, parse_site
+from factoryhub.spawners.jobscript import render_job_script
+from factoryhub.spawners.sbatch_options import (
+    UnsupportedOption,
+    job_properties,
+    memory_mb,
+    minutes,
+)
+from factoryhub.spawners.slurm_access import make_client
+from factoryhub.spawners.slurm_client import LocalSlurmClient
+from factoryhub.spawners.slurm_jwt import JwtKeyError, TokenCache, mint, read_key
+from factoryhub.spawners.slurm_rest import RestSlurmClient, job_info, prologue
+
+
+def _script(**extra: object) -> str:
+    subvars = {
+        "job_name": "factoryhub-server-ada",
+        "comment": "factoryhub:hub",
+        "log_dir": "/home/ada/.factoryhub/logs",
+        "homedir": "/home/ada",
+        "keepvars": "PATH,JUPYTERHUB_API_TOKEN",
+        "partition": "interactive",
+        "runtime": "1-02:30:00",
+        "nprocs": "4",
+        "memory": "8G",
+        "gres": "gpu:1",
+        "account": "acme-ai",
+        "qos": "",
+        "reservation": "course-day",
+        "extra_options": ["--oversubscribe"],
+        "username": "ada",
+        "profile": "gpu",
+    }
+    subvars.update(extra)
+    return render_job_script(subvars, ["/opt/venv/bin/factoryhub-singleuser", "--debug"])
+
+
+def test_the_job_script_header_becomes_job_properties() -> None:
+    job = job_properties(_script())
+    assert job == {
+        "name": "factoryhub-server-ada",
+        "comment": "factoryhub:hub",
+        "standard_output": "/home/ada/.factoryhub/logs/factoryhub-server-ada-%j.log",
+        "current_working_directory": "/home/ada",
+        "partition": "interactive",
+        "time_limit": 26 * 60 + 30,
+        "nodes": [1, 1],
+        "tasks": 1,
+        "cpus_per_task": 4,
+        "memory_per_node": 8192,
+        "gres": "gpu:1",
+        "account": "acme-ai",
+        "reservation": "course-day",
+        "oversubscribe": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("30", 30), ("1:30", 2), ("02:00:00", 120), ("2-00", 2880), ("1-01:01", 1501),
+     ("0-00:00:01", 1)],
+)  # fmt: skip
+def test_slurm_times_in_minutes(text: str, expected: int) -> None:
+    assert minutes(text) == expected
+
+
+def test_memory_sizes() -> None:
+    assert [memory_mb(v) for v in ("512", "512M", "2G", "1T", "2048K")] == [
+        512,
+        512,
+        2048,
+        1024 * 1024,
+        2,
+    ]
+    with pytest.raises(UnsupportedOption):
+        memory_mb("lots")
+
+
+def test_an_unknown_option_is_refused_by_name_not_dropped() -> None:
+    with pytest.raises(UnsupportedOption, match="--exclude"):
+        job_properties(_script(extra_options=["--exclude=node1"]))
+
+
+def test_directives_after_the_first_command_are_not_options() -> None:
+    job = job_properties("#!/bin/bash\n#SBATCH --job-name=a\necho hi\n#SBATCH --account=x\n")
+    assert job == {"name": "a"}
+
+
+def test_tokens_carry_the_user_and_expire(tmp_path: Path) -> None:
+    key = os.urandom(32)
+    token = mint(key, "ada", 600, now=1_000_000)
+    claims = jwt.decode(token, key, algorithms=["HS256"], options={"verify_exp": False})
+    assert claims == {"sun": "ada", "iat": 1_000_000, "exp": 1_000_600}
+    path = tmp_path / "jwt.key"
+    path.write_bytes(key)
+    path.chmod(0o600)
+    cache = TokenCache(str(path), lifetime=600)
+    first = cache.token("ada")
+    assert cache.token("ada") == first  # reused while more than half its life is left
+    assert jwt.decode(cache.token("bob"), key, algorithms=["HS256"])["sun"] == "bob"
+
+
+def test_a_key_others_may_read_or_a_missing_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "jwt.key"
+    with pytest.raises(JwtKeyError, match="does not exist"):
+        read_key(path)
+    path.write_bytes(os.urandom(32))
+    path.chmod(0o644)
+    with pytest.raises(JwtKeyError, match="readable by others"):
+        read_key(path)
+    path.chmod(0o400)
+    assert len(read_key(path)) == 32
+
+
+def test_the_prologue_makes_folders_and_files_as_the_job(tmp_path: Path) -> None:
+    out = tmp_path / "runs" / "run-1"
+    params = out / "parameters.json"
+    text = prologue(
+        [str(tmp_path / "runs"), str(out)],
+        {str(params): '{"label": "it\'s $HOME"}'},
+        str(out / "slurm-%j.log"),
+    )
+    script = f"#!/bin/bash\n{text}echo done\n"
+    subprocess.run(
+        ["bash", "-c", script], env={"SLURM_JOB_ID": "77", "PATH": "/usr/bin:/bin"}, check=True
+    )
+    assert params.read_text() == '{"label": "it\'s $HOME"}'
+    assert params.stat().st_mode & 0o777 == 0o600
+    assert out.stat().st_mode & 0o777 == 0o700
+    assert (out / "slurm-77.log").read_text() == "done\n"
+
+
+def test_jobs_from_the_rest_api_read_like_squeue() -> None:
+    info = job_info(
+        {"job_id": 12, "job_state": "PENDING", "state_reason": "Resources", "start_time": 0,
+         "name": "factoryhub-server-ada", "user_name": "ada", "comment": "t", "nodes": ""}
+    )  # fmt: skip
+    assert (info.job_id, info.pending, info.reason, info.start_time) == (
+        "12",
+        True,
+        "Resources",
+        "",
+    )
+    assert job_info({"job_id": 3, "job_state": "RUNNING", "state_reason": "None"}).reason == ""
+
+
+def _site(**slurm: object) -> dict:
+    data = yaml.safe_load(example_site_path().read_text())
+    data["slurm"].update(slurm)
+    return data
+
+
+def test_the_rest_mode_needs_its_settings_and_refuses_host_only_features() -> None:
+    with pytest.raises(SiteError) as e:
+        parse_site(_site(access="rest"))
+    assert (
+        "slurm.rest: expected a mapping, got nothing (the key is missing; required when "
+        'slurm.access is "rest")' in str(e.value)
+    )
+    data = _site(access="rest", rest={"url": "http://slurmrestd:6820"}, manage_associations=True)
+    with pytest.raises(SiteError) as e:
+        parse_site(data)
+    text = str(e.value)
+    assert "slurm.manage_associations" in text and "auth.unix_users.create" in text
+    with pytest.raises(SiteError, match=r"slurm\.rest\.url"):
+        parse_site(_site(access="rest", rest={"url": "http://x:6820/slurm/v0.0.38"}))
+
+
+def test_hub_settings_in_the_rest_mode(tmp_path: Path) -> None:
+    data = _site(access="rest", rest={"url": "http://slurmrestd:6820"}, manage_associations=False)
+    data["auth"]["unix_users"]["create"] = False
+    data["hub"].update(state_dir=str(tmp_path), external_proxy=True, services_host="fh-hub")
+    (tmp_path / "client-secret").write_text("s3cret\n")
+    data["auth"]["oidc"]["client_secret_file"] = str(tmp_path / "client-secret")
+    site = parse_site(data)
+    env = {"FACTORYHUB_DB_URL": "postgresql://hub@db/hub"}
+    settings = hub_settings(site, env)
+    spawner = settings["FactorySlurmSpawner"]
+    assert spawner["slurm_access"] == "rest"
+    assert spawner["slurm_rest"]["url"] == "http://slurmrestd:6820"
+    assert spawner["slurm_rest"]["key_file"] == "/etc/factoryhub/slurm-jwt/jwt_hs256.key"
+    assert settings["JupyterHub"]["db_url"] == "postgresql://hub@db/hub"
+    assert settings["ConfigurableHTTPProxy"]["should_start"] is False
+    urls = {s["name"]: s.get("url") for s in settings["JupyterHub"]["services"]}
+    assert urls["reports"] == "http://fh-hub:10101"
+    client = make_client(spawner["slurm_access"], spawner["slurm_rest"])
+    assert isinstance(client, RestSlurmClient) and client.home("ada") == "/home/ada"
+    assert isinstance(make_client(), LocalSlurmClient)
