@@ -1,6 +1,6 @@
 # FactoryHub on one machine. Run as root.
 #   make up [SITE=path/to/site.yaml]   Slurm + demo users + hub on http://127.0.0.1:8000
-#   make down | make status | make test | make lint | make images
+#   make down | make status | make test | make lint | make images | make chart-schema
 VENV ?= /opt/factoryhub/venv
 SITE ?=
 PYTHON := $(VENV)/bin/python
@@ -10,7 +10,7 @@ ARTIFACTS := test-artifacts
 export FACTORYHUB_VENV := $(VENV)
 export FACTORYHUB_REPO := $(CURDIR)
 
-.PHONY: install install-test up down status lint test bench images
+.PHONY: install install-test up down status lint test bench images chart-schema
 
 install:
 	bash local/install.sh
@@ -41,3 +41,7 @@ images: install-test
 
 bench:
 	$(PYTHON) benchmarks/spawn_latency.py
+
+# helm/factoryhub/values.schema.json from helm/chart-values.schema.json + hub/site_schema.json.
+chart-schema:
+	$(PYTHON) local/chart_schema.py

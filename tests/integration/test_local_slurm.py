@@ -45,7 +45,7 @@ def wait_state(job_id: str, wanted: set[str], timeout: float = 60) -> str:
 
 def test_status_reports_all_daemons_running(slurm: dict[str, int | None]) -> None:
     status = local_slurm.status()
-    assert set(status) == {"munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd"}
+    assert set(status) == {"munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "slurmrestd"}
     for name, pid in status.items():
         assert pid is not None, f"{name} is not running"
         assert Path(f"/proc/{pid}/comm").read_text().strip() == name
