@@ -69,9 +69,7 @@ _PATTERN_MEANING: dict[str, str] = {
     "^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$": "a host name or IP address",
     "^https?://[^\\s/?#]+/?$": "an http:// or https:// URL with no path",
     "^v0\\.0\\.[0-9]{2}$": "an OpenAPI plugin version such as v0.0.38",
-    "^/([^{}]|\\{username\\})*$": (
-        "an absolute path that uses no placeholder but {username}"
-    ),
+    "^/([^{}]|\\{username\\})*$": ("an absolute path that uses no placeholder but {username}"),
     "^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$": "a claim name (letters, digits and _.:-)",
     "^[0-9]{4}-[0-9]{2}-[0-9]{2}$": "a day written YYYY-MM-DD",
     "^[A-Za-z0-9_./-]{1,256}$": "a program name or path (letters, digits and _./-)",
