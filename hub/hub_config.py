@@ -13,9 +13,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from .home import factoryhub_job
 from .home_courses import courses_for_home
+from .service_web import LOOPBACK
 from .services import (
     courses_db,
     courses_settings,
@@ -74,7 +76,14 @@ def hub_settings(
     proxy_cmd = environ.get("FACTORYHUB_PROXY_CMD")
     if proxy_cmd:
         settings["ConfigurableHTTPProxy"]["command"] = [proxy_cmd]
-    if site.hub.connect_url:
+    if site.hub.external_proxy or site.hub.services_host not in LOOPBACK:
+        # The proxy (its own pod) reaches the hub at the hub's Service name; the compute
+        # nodes reach it at connect_url (the spawner hands them that as JUPYTERHUB_API_URL).
+        api_port = urlparse(site.hub.api_url).port or 8081
+        settings["JupyterHub"]["hub_connect_url"] = f"http://{site.hub.services_host}:{api_port}"
+        if site.hub.connect_url:
+            settings["Spawner"]["hub_connect_url"] = site.hub.connect_url
+    elif site.hub.connect_url:
         settings["JupyterHub"]["hub_connect_url"] = site.hub.connect_url
 
     settings["FactorySlurmSpawner"]["projects"] = [p.to_config() for p in site.projects]

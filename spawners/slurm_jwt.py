@@ -38,8 +38,8 @@ def read_key(path: str | Path) -> bytes:
         ) from None
     except PermissionError:
         raise JwtKeyError(f"The hub may not read the Slurm JWT key file {path}.") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO) and not stat.S_ISLNK(info.st_mode):
-        # Kubernetes mounts secrets through symbolic links; the mode checked is the target's.
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        # the target's mode (Kubernetes mounts secrets through symbolic links)
         raise JwtKeyError(
             f"The Slurm JWT key file {path} is readable by others (mode "
             f"{stat.S_IMODE(info.st_mode):04o}): whoever reads it can run jobs as any user. "

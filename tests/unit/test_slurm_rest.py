@@ -196,6 +196,12 @@ def test_hub_settings_in_the_rest_mode(tmp_path: Path) -> None:
     assert spawner["slurm_rest"]["key_file"] == "/etc/factoryhub/slurm-jwt/jwt_hs256.key"
     assert settings["JupyterHub"]["db_url"] == "postgresql://hub@db/hub"
     assert settings["ConfigurableHTTPProxy"]["should_start"] is False
+    # the proxy pod reaches the hub by its Service name; compute nodes by connect_url
+    assert settings["JupyterHub"]["hub_connect_url"] == "http://fh-hub:8081"
+    assert "hub_connect_url" not in settings["Spawner"]
+    data["hub"]["connect_url"] = "http://hub-api.cluster:30081"
+    spawner_side = hub_settings(parse_site(data), env)["Spawner"]
+    assert spawner_side["hub_connect_url"] == "http://hub-api.cluster:30081"
     urls = {s["name"]: s.get("url") for s in settings["JupyterHub"]["services"]}
     assert urls["reports"] == "http://fh-hub:10101"
     client = make_client(spawner["slurm_access"], spawner["slurm_rest"])
