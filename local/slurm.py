@@ -23,6 +23,7 @@ from pathlib import Path
 import jinja2
 
 from . import accounting, pids, slurmrestd
+from .keys import create_key
 
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 MUNGE_KEY = Path("/etc/munge/munge.key")
@@ -156,14 +157,7 @@ def _prepare_dirs() -> None:
 
 def ensure_munge_key() -> bool:
     """Create ``/etc/munge/munge.key`` (munge, 0400) if missing; True when created."""
-    if MUNGE_KEY.exists():
-        return False
-    MUNGE_KEY.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(MUNGE_KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(os.urandom(1024))
-    _chown(MUNGE_KEY, "munge")
-    return True
+    return create_key(MUNGE_KEY, 1024, 0o400, "munge")
 
 
 def _write_file(path: Path, text: str, mode: int, owner: str = "root") -> bool:

@@ -10,7 +10,6 @@ module starts it in its own session and records its pid.
 
 from __future__ import annotations
 
-import os
 import pwd
 import subprocess
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from . import pids
+from .keys import create_key
 
 SLURM_DIR = pids.STATE_ROOT / "slurm"
 KEY = SLURM_DIR / "jwt_hs256.key"
@@ -32,15 +32,7 @@ BINARY = "/usr/sbin/slurmrestd"
 
 def ensure_key() -> bool:
     """Create the HS256 key (32 random bytes, slurm 0600) if missing; True when created."""
-    if KEY.exists():
-        return False
-    KEY.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(os.urandom(32))
-    slurm = pwd.getpwnam("slurm")
-    os.chown(KEY, slurm.pw_uid, slurm.pw_gid)
-    return True
+    return create_key(KEY, 32, 0o600, "slurm")
 
 
 def ensure_user() -> None:

@@ -111,8 +111,8 @@ def job_properties(script: str) -> dict[str, Any]:
                 raise UnsupportedOption(
                     f"the job option --{option} is not supported in the rest access mode"
                 )
+        except UnsupportedOption:
+            raise
         except ValueError as e:
-            if isinstance(e, UnsupportedOption):
-                raise
             raise UnsupportedOption(f"cannot read --{option}={value}: {e}") from None
     return job

@@ -81,9 +81,3 @@ class TokenCache:
             token = mint(self.key(), username, self.lifetime, now)
             self._tokens[username] = (token, now + self.lifetime)
             return token
-
-    def forget(self) -> None:
-        """Drop the key and the tokens (the key file was replaced: read it again)."""
-        with self._lock:
-            self._key = None
-            self._tokens.clear()

@@ -131,7 +131,6 @@ class RestSlurmClient:
         self.home_template = home
         self.query_user = query_user
         self.timeout = timeout
-        self.command_timeout = timeout
         self._http: httpx.AsyncClient | None = None
 
     # ------------------------------------------------------------------ HTTP
@@ -260,11 +259,7 @@ class RestSlurmClient:
     async def jobs_named(self, prefix: str, states: str = "") -> list[JobInfo]:
         """Jobs whose name starts with ``prefix``: active ones, or all (``states="all"``)."""
         jobs = [job_info(j) for j in await self._jobs()]
-        return [
-            j
-            for j in jobs
-            if j.name.startswith(prefix) and (states == "all" or j.active or j.running)
-        ]
+        return [j for j in jobs if j.name.startswith(prefix) and (states == "all" or j.active)]
 
     async def cancel(self, username: str, job_id: str) -> None:
         """Cancel ``job_id`` as ``username``. A job already gone is not an error."""
@@ -329,7 +324,3 @@ class RestSlurmClient:
             f"the rest access mode cannot run {argv[0] if argv else 'commands'} as {username} "
             "on the cluster; only jobs run there"
         )
-
-    async def close(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()

@@ -20,7 +20,6 @@ from factoryhub.hub.service_web import Refused
 from factoryhub.hub.site_model import Project, Site
 from factoryhub.spawners.slurm_access import SlurmClient
 from factoryhub.spawners.slurm_client import SlurmError, SlurmUnavailable
-from factoryhub.spawners.slurm_rest import RestSlurmClient
 
 from . import runner, schedules
 from .access import Access, Person
@@ -52,19 +51,17 @@ class UnixAccount:
 
 
 def unix_account(name: str, client: SlurmClient) -> UnixAccount:
-    """The user a run runs as. In the "rest" access mode the hub's host may not know the
-    user: the home comes from the client and the uid is -1 (outputs cannot be read here)."""
-    if isinstance(client, RestSlurmClient):
-        try:
-            uid = pwd.getpwnam(name).pw_uid
-        except KeyError:
-            uid = -1
-        return UnixAccount(name, uid, client.home(name))
+    """The user a run runs as, with the home the Slurm client knows. The uid is -1 when this
+    host does not know the user (the "rest" access mode): outputs cannot be read here."""
     try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
+        home = client.home(name)
+    except SlurmError:
         raise Refused(409, f"There is no Unix user {name!r} on the factory to run as.") from None
-    return UnixAccount(name, entry.pw_uid, entry.pw_dir)
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        uid = -1
+    return UnixAccount(name, uid, home)
 
 
 class ReportEngine:

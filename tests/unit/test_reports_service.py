@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,9 @@ class ScriptedSlurm:
 
     async def accounted_state(self, job_id: str) -> str:
         return self.accounted
+
+    def home(self, username: str) -> str:
+        return pwd.getpwnam(username).pw_dir
 
 
 def test_a_run_ends_only_when_slurm_says_so_twice(tmp_path: Path) -> None:
