@@ -27,7 +27,7 @@ die() { echo "install: ERROR: $*" >&2; exit 1; }
 
 # 1. Debian packages -------------------------------------------------------------------------
 missing=()
-for pkg in slurm-wlm munge slurmdbd slurmrestd mariadb-server python3-venv; do
+for pkg in slurm-wlm slurm-wlm-jwt-plugin munge slurmdbd slurmrestd mariadb-server python3-venv; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
         || missing+=("$pkg")
 done
