@@ -10,7 +10,7 @@ ARTIFACTS := test-artifacts
 export FACTORYHUB_VENV := $(VENV)
 export FACTORYHUB_REPO := $(CURDIR)
 
-.PHONY: install install-test up down status lint test bench images chart-schema
+.PHONY: install install-test up down status lint test test-fresh bench images chart-schema
 
 install:
 	bash local/install.sh
@@ -35,6 +35,11 @@ test: install-test lint
 	$(LOCAL) slurm-up
 	mkdir -p $(ARTIFACTS)
 	$(PYTHON) -m pytest tests -p no:cacheprovider --junitxml=$(ARTIFACTS)/junit.xml
+
+# `make up` from nothing in a clean Debian 12 container (tests/fresh; also part of `make test`).
+test-fresh: install-test
+	mkdir -p $(ARTIFACTS)
+	$(PYTHON) -m pytest tests/fresh -m fresh -p no:cacheprovider
 
 images: install-test
 	$(PYTHON) images/build.py
