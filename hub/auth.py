@@ -6,6 +6,8 @@ the issuer URL alone (endpoints from discovery, PKCE on), plus what a factory ne
 - the ID token is verified (signature with the provider's published keys, issuer,
   audience, lifetime) and its claims are the user's identity;
 - the user name claim must be a valid POSIX user name, or sign-in is refused with advice;
+- reserved names and system accounts (uid below ``min_uid``) are refused, and an account is
+  bound to the provider identity (issuer, ``sub``) that first signed in to it;
 - groups come from a configurable claim and become JupyterHub groups (projects and
   admins follow from them);
 - on sign-in the user's Unix account is created where the site wants it (otherwise an
@@ -25,12 +27,14 @@ from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthLoginHandler
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from traitlets import Bool, Dict, Float, List, Unicode, default
+from traitlets import Bool, Dict, Float, Int, List, Unicode, default
 
 from factoryhub.spawners.course_store import CourseStore
 from factoryhub.spawners.courses import course_groups, load_courses
 from factoryhub.spawners.slurm_accounts import AccountingError, ensure_user_in_account
+from factoryhub.spawners.system_accounts import SystemAccountError, check_not_system_account
 
+from .identities import IdentityConflict, IdentityStore
 from .oidc import (
     IdTokenError,
     check_username,
@@ -81,6 +85,22 @@ class FactoryOIDCAuthenticator(GenericOAuthenticator):
     ).tag(config=True)
 
     unix_shell = Unicode("/bin/bash", help="Login shell of created Unix accounts.").tag(config=True)
+
+    min_uid = Int(
+        1000,
+        help="Accounts with a uid below this are system accounts: nobody signs in as them.",
+    ).tag(config=True)
+
+    reserved_usernames = List(
+        Unicode(),
+        help="User names nobody may sign in as, whether or not the account exists here "
+        "(root, service accounts, ...).",
+    ).tag(config=True)
+
+    identities_db = Unicode(
+        help="SQLite file binding each account to the provider identity (issuer, sub) that "
+        "first signed in to it; sign-in is refused when they differ. Required."
+    ).tag(config=True)
 
     courses = List(
         Dict(),
@@ -200,23 +220,44 @@ class FactoryOIDCAuthenticator(GenericOAuthenticator):
 
     def user_info_to_username(self, user_info: dict[str, Any]) -> str:
         try:
-            return check_username(user_info.get(self.username_claim), self.username_claim)
+            name = check_username(user_info.get(self.username_claim), self.username_claim)
+            check_not_system_account(name, self.min_uid, self.reserved_usernames)
+        except SystemAccountError as e:
+            self.log.warning("Refused a sign-in as %r: reserved or a system account", name)
+            raise web.HTTPError(403, str(e)) from None
         except ValueError as e:
             raise web.HTTPError(403, str(e)) from None
+        return name
 
     async def update_auth_model(self, auth_model: dict[str, Any]) -> dict[str, Any]:
         auth_model = await super().update_auth_model(auth_model)
         # oauthenticator fills auth_model["groups"] only after this method: read the claim.
         user = (auth_model.get("auth_state") or {}).get("oauth_user") or {}
+        await self.bind_identity(auth_model["name"], user)
         await self.provision(auth_model["name"], groups_of(user, self.groups_claim))
         return auth_model
+
+    async def bind_identity(self, username: str, claims: dict[str, Any]) -> None:
+        """The account belongs to the identity that first signed in to it (403 otherwise)."""
+        if not self.identities_db:
+            raise web.HTTPError(500, "The hub has no identities_db; tell the factory's support.")
+        store = IdentityStore(self.identities_db)
+        issuer, subject = str(claims.get("iss") or self.issuer), str(claims.get("sub") or "")
+        try:
+            first = await asyncio.to_thread(store.bind, username, issuer, subject)
+        except IdentityConflict as e:
+            self.log.warning("Refused a sign-in as %s: another identity owns it", username)
+            raise web.HTTPError(403, str(e)) from None
+        if first:
+            self.log.info("Account %s bound to its identity at %s", username, issuer)
 
     # ------------------------------------------------------------ provisioning
 
     async def provision(self, username: str, groups: list[str]) -> None:
         """Make sure the user can run jobs: a Unix account, and Slurm associations."""
         try:
-            pwd.getpwnam(username)
+            if pwd.getpwnam(username).pw_uid < self.min_uid:  # checked at sign-in too
+                raise web.HTTPError(403, f"{username!r} is a system account.")
         except KeyError:
             if not self.create_unix_users:
                 raise web.HTTPError(

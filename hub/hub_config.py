@@ -201,6 +201,11 @@ def oidc_settings(site: Site, environ: Mapping[str, str]) -> dict[str, Any]:
         "projects": [p.to_config() for p in site.projects],
         "create_unix_users": site.auth.unix_users.create,
         "unix_shell": site.auth.unix_users.shell,
+        "min_uid": site.auth.unix_users.min_uid,
+        "reserved_usernames": sorted(
+            {*site.auth.unix_users.reserved_names, *filter(None, [site.reports.service_user])}
+        ),
+        "identities_db": str(Path(site.hub.state_dir) / "identities.sqlite"),
         "manage_slurm_associations": site.slurm.manage_associations,
     }
     explicit = {

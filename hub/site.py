@@ -195,7 +195,10 @@ def _build(d: dict[str, Any]) -> Site:
             ),
             oidc=_oidc(auth.get("oidc")),
             unix_users=UnixUsers(
-                create=auth["unix_users"]["create"], shell=auth["unix_users"]["shell"]
+                create=auth["unix_users"]["create"],
+                shell=auth["unix_users"]["shell"],
+                min_uid=auth["unix_users"]["min_uid"],
+                reserved_names=tuple(auth["unix_users"]["reserved_names"]),
             ),
         ),
         slurm=SlurmSettings(

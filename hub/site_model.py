@@ -66,6 +66,8 @@ class OidcAuth:
 class UnixUsers:
     create: bool = False
     shell: str = "/bin/bash"
+    min_uid: int = 1000
+    reserved_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

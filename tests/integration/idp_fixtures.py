@@ -44,6 +44,24 @@ TEST_USERS: dict[str, dict[str, Any]] = {
     "fhtest-pupil-a": {"name": "FH Pupil A", "groups": ["fhtest-course-group"]},
     "fhtest-pupil-b": {"name": "FH Pupil B", "groups": ["fhtest-course-group"]},
     "fhtest-pupil-c": {"name": "FH Pupil C", "groups": []},
+    # identities whose user name claim is a system account or someone else's account: the
+    # hub must refuse them (tests/integration/test_security_signin.py)
+    "fhtest-evil-root": {"name": "Evil Root", "groups": ["acme-ai"], "preferred_username": "root"},
+    "fhtest-evil-daemon": {
+        "name": "Evil Daemon",
+        "groups": ["acme-ai"],
+        "preferred_username": "daemon",
+    },
+    "fhtest-evil-sysacct": {
+        "name": "Evil System Account",
+        "groups": ["acme-ai"],
+        "preferred_username": "fhtest-sysacct",
+    },
+    "fhtest-evil-twin": {
+        "name": "Evil Twin",
+        "groups": ["fhtest-project"],
+        "preferred_username": "fhtest-oidc",
+    },
     # not a valid POSIX user name: the hub must refuse it
     "fhtest-oidc-badname": {
         "name": "Bad User",
