@@ -68,6 +68,7 @@ def hub_settings(
             "orphan_grace": float(site.slurm.orphan_grace),
             "dask_settings": site.dask.to_config({p.name: p.partition for p in site.profiles}),
             "apptainer": dict(site.spawner.apptainer),
+            "node_addresses": dict(site.spawner.node_addresses),
         },
     }
     if site.hub.external_proxy:

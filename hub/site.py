@@ -217,6 +217,7 @@ def _build(d: dict[str, Any]) -> Site:
             log_dir=spawner["log_dir"],
             start_timeout=int(spawner["start_timeout"]),
             apptainer=dict(spawner["apptainer"]),
+            node_addresses={n["node"]: n["address"] for n in spawner["node_addresses"]},
         ),
         profiles=tuple(
             Profile(

@@ -128,6 +128,8 @@ class SpawnerSettings:
     start_timeout: int
     # command, binds, python_env of profiles' images (spawners.apptainer.ApptainerSettings)
     apptainer: dict[str, Any] = field(default_factory=dict)
+    # node name -> the address the hub reaches it by (spawners.ready_address)
+    node_addresses: dict[str, str] = field(default_factory=dict)
 
     def log_dir_for(self, home: str, username: str) -> str:
         """``log_dir`` with ``{home}`` and ``{username}`` filled in."""

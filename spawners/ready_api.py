@@ -4,7 +4,8 @@ Replaces batchspawner's ``/hub/api/batchspawner`` handler, which sets *any*
 attribute the request names on the spawner (``exec_prefix`` included, a command the
 hub runs as root). Here the server may report exactly a validated IP address and port
 (and, for the progress messages, the name of the node it runs on), and only for the
-spawner that owns the token it authenticates with.
+spawner that owns the token it authenticates with. The address must be one of the node's
+that Slurm says the job runs on (``ready_address``): the job cannot aim the proxy elsewhere.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 from jupyterhub.apihandlers import APIHandler, default_handlers
 from tornado import web
+
+from .ready_address import ForeignAddress
 
 READY_ROUTE = r"/api/factoryhub/server-ready"
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -54,12 +57,18 @@ class ServerReadyHandler(APIHandler):
             ),
             None,
         )
-        if spawner is None or not hasattr(spawner, "report_ready"):
+        if spawner is None or not hasattr(spawner, "check_ready_address"):
             raise web.HTTPError(403, "this token belongs to no server waiting to start")
         try:
-            ip, port, node = parse_address(self.get_json_body())
+            ip, port, _said_node = parse_address(self.get_json_body())
         except ValueError as e:
             raise web.HTTPError(400, f"bad address: {e}") from None
+        try:
+            # the node comes from Slurm, never from the job
+            node = await spawner.check_ready_address(ip)
+        except ForeignAddress as e:
+            self.log.warning("Refused the ready call of %s's server: %s", user.name, e)
+            raise web.HTTPError(403, f"refused: {e}") from None
         spawner.report_ready(ip, port, node)
         self.set_status(200)
         self.finish(json.dumps({"message": "ready noted"}))

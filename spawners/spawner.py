@@ -45,6 +45,7 @@ from .poller import SlurmPoller, end_message, shared_poller
 from .profiles import Profile, load_profiles, profiles_for
 from .progress import describe
 from .projects import Project, Usage, load_projects, projects_for
+from .ready_address import check_ready_address
 from .slurm_access import ACCESS_MODES, SlurmClient, make_client
 from .slurm_client import JobInfo, SlurmError, SlurmUnavailable
 
@@ -160,6 +161,13 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
     slurm_rest = Dict(
         help="""The site file's slurm.rest settings for the "rest" access mode: url,
         api_version, key_file, token_lifetime, home, query_user, timeout.""",
+    ).tag(config=True)
+
+    node_addresses = Dict(
+        Unicode(),
+        help="""Slurm node name -> the IP address the hub reaches that node by, where it is not
+        the node's NodeAddr in Slurm (set from the site file's spawner.node_addresses). A
+        server's ready call is accepted only with an address of the node its job runs on.""",
     ).tag(config=True)
 
     slurm = AnyTrait(help="The Slurm client (factoryhub.spawners.slurm_access.make_client).")
@@ -369,6 +377,11 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
         return self.job_id
 
     # ------------------------------------------------------------------ start
+
+    async def check_ready_address(self, ip: str) -> str:
+        """The node Slurm runs this server's job on, if ``ip`` is its address
+        (``ready_address.ForeignAddress`` otherwise)."""
+        return await check_ready_address(self.slurm, self.job_id, ip, self.node_addresses)
 
     def report_ready(self, ip: str, port: int, node: str = "") -> None:
         """Called by the server-ready API once JupyterLab listens."""
