@@ -14,15 +14,17 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 import yaml
+
+from .waiting import SpawnWatch, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -116,7 +118,9 @@ class RunningHub:
         path.mkdir(exist_ok=True)
         return path
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: float = 60, bound: float = 300) -> None:
+        """Start the hub; wait until its API answers: ``timeout`` seconds at most without a
+        new line in its log, ``bound`` seconds in all."""
         token_file = self.state_dir / "admin-api-token"
         token_file.write_text(self.token)
         token_file.chmod(0o600)
@@ -143,20 +147,37 @@ class RunningHub:
             start_new_session=True,
             **identity,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.api_url}/", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"hub did not answer within {timeout} s:\n{self.log_tail()}")
+        proc = self.proc
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-        """Stop the hub process group (hub and the proxy it started)."""
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"hub exited with {proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(f"{self.api_url}/", timeout=2).status_code == 200
+            return False
+
+        wait_until(
+            answers,
+            bound,
+            lambda: f"the hub did not answer at {self.api_url}/:\n{self.log_tail()}",
+            progress=self.log_size,  # the hub writes its log as it starts
+            stall=timeout,
+        )
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return -1
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 120) -> None:
+        """Stop the hub process group (hub and the proxy it started). The hub stops its
+        services one by one (up to 20 s each) before its proxy: ``timeout`` bounds it all,
+        and a hub killed at the bound takes its children (the proxy and the services, in
+        sessions of their own) with it."""
         if self.proc is None:
             return
+        children = psutil.Process(self.proc.pid).children()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
         try:
@@ -165,6 +186,9 @@ class RunningHub:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
+            for child in children:  # by pid, each one this hub started
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
         self.proc = None
 
     def kill_hub_only(self) -> None:
@@ -194,30 +218,63 @@ class RunningHub:
         with self.client() as c:
             return c.post(f"/hub/api/users/{name}/server", json=options or {})
 
-    def wait_ready(self, name: str, timeout: float = 120) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        with self.client() as c:
-            while time.monotonic() < deadline:
+    def wait_ready(self, name: str, timeout: float = 120, bound: float = 600) -> dict[str, Any]:
+        """Wait for the default server of ``name`` to be ready, following the spawn's
+        progress events and its job in Slurm: give up after ``timeout`` seconds without any
+        progress (a job waiting in the queue counts) or after ``bound`` seconds in all, or at
+        once when the hub says the spawn failed or the server is gone."""
+        with self.client() as c, self.watch([name]) as watch:
+
+            def ready() -> dict[str, Any] | None:
+                if watch.failed():
+                    raise AssertionError(f"{watch.failed()}\n{watch.describe()}")
                 model = c.get(f"/hub/api/users/{name}").json()
                 server = model.get("servers", {}).get("")
                 if server and server.get("ready"):
                     return server
                 if not server and not model.get("pending"):
-                    raise AssertionError(f"server of {name} is gone:\n{self.log_tail()}")
-                time.sleep(0.2)
-        raise AssertionError(f"server of {name} not ready in {timeout} s:\n{self.log_tail()}")
+                    raise AssertionError(f"server of {name} is gone:\n{watch.describe()}")
+                return None
 
-    def stop_server(self, name: str, timeout: float = 60) -> None:
-        with self.client() as c:
+            return wait_until(
+                ready,
+                bound,
+                lambda: f"server of {name} not ready:\n{watch.describe()}",
+                progress=watch.progress,
+                stall=timeout,
+                wake=watch.news,
+            )
+
+    def watch(
+        self, servers: list[str | tuple[str, str]], users: tuple[str, ...] = ()
+    ) -> SpawnWatch:
+        """A ``SpawnWatch`` of these servers (user, or (user, server name)) on this hub."""
+        return SpawnWatch(self.url, self.token, servers, self.log_tail, users)
+
+    def stop_server(self, name: str, timeout: float = 60, bound: float = 300) -> None:
+        """Stop the default server of ``name``; wait until the hub has none: ``timeout``
+        seconds at most without a change (the hub's pending state, the job's state in
+        Slurm), ``bound`` seconds in all."""
+        with self.client() as c, self.watch([], users=(name,)) as watch:
             r = c.delete(f"/hub/api/users/{name}/server")
             assert r.status_code in (202, 204), r.text
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
+            model: dict[str, Any] = {}
+
+            def stopped() -> bool:
+                nonlocal model
                 model = c.get(f"/hub/api/users/{name}").json()
-                if not model.get("servers") and not model.get("pending"):
-                    return
-                time.sleep(0.2)
-        raise AssertionError(f"server of {name} did not stop:\n{self.log_tail()}")
+                return not model.get("servers") and not model.get("pending")
+
+            wait_until(
+                stopped,
+                bound,
+                lambda: (
+                    f"server of {name} did not stop: pending={model.get('pending')!r}, "
+                    f"servers={model.get('servers')!r}\n{watch.describe()}"
+                ),
+                progress=lambda: (model.get("pending"), watch.progress()),
+                stall=timeout,
+            )
 
 
 @pytest.fixture(scope="session")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, ElementHandle, Page, Response, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from .hub_fixtures import REPO, RunningHub
 from .idp_fixtures import TEST_PASSWORD
@@ -17,9 +19,11 @@ from .oidc_fixtures import (
     COURSE,
     COURSE_PUPILS,
     COURSE_TRAINER,
+    REPORTS_USER,
     hub_sign_in,
     reset_course_homes,
 )
+from .waiting import SpawnWatch, squeue_jobs, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slurm]
 
@@ -33,6 +37,81 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+
+# Waits are bounds, not waits: each look lasts at most SLICE_MS (Playwright returns as soon
+# as the element is there); between looks the wait checks for progress. A wait fails after
+# STALL seconds without any (no new hub progress event, no change of the job's state in Slurm,
+# no job waiting in the queue, no response loaded by the page) or after its bound in all.
+SLICE_MS = 2_000
+STALL = 120.0
+SPAWN_BOUND = 600.0  # a server (a Slurm job) coming up, from the click to the page
+PAGE_BOUND = 180.0  # a page of the hub's own
+
+
+class PageLoads:
+    """The page's network responses while a wait runs: the browser's own progress."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.count = 0
+        self.last = "none"
+
+    def _seen(self, response: Response) -> None:
+        self.count += 1
+        self.last = f"{response.status} {response.url}"
+
+    def __enter__(self) -> PageLoads:
+        self.page.on("response", self._seen)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.page.remove_listener("response", self._seen)
+
+    def describe(self) -> str:
+        text = "(unreadable)"
+        with contextlib.suppress(PlaywrightError):
+            text = " ".join(self.page.inner_text("body", timeout=SLICE_MS).split())[:400]
+        return (
+            f"the page: {self.page.url}; {self.count} response(s) during the wait, the last "
+            f"{self.last}; it shows: {text}"
+        )
+
+
+def wait_for(
+    page: Page,
+    selector: str,
+    watch: SpawnWatch | None = None,
+    *,
+    bound: float = PAGE_BOUND,
+    page_progress: bool = True,
+) -> ElementHandle:
+    """Wait for ``selector`` on ``page`` while ``watch``'s spawns (if any) and the page's
+    loads (unless ``page_progress`` is False: pages that poll always load) make progress;
+    fail at once when the hub says a spawn failed, and with all that was seen on a bound."""
+    with PageLoads(page) as loads:
+
+        def found() -> ElementHandle | None:
+            if watch is not None and watch.failed():
+                raise AssertionError(f"{watch.failed()}\n{loads.describe()}\n{watch.describe()}")
+            with contextlib.suppress(PlaywrightTimeout):
+                return page.wait_for_selector(selector, timeout=SLICE_MS)
+            return None
+
+        def progress() -> Any:
+            return (
+                watch.progress() if watch is not None else None,
+                loads.count if page_progress else None,
+            )
+
+        def describe() -> str:
+            seen = [f"waiting for {selector!r}", loads.describe()]
+            if watch is not None:
+                seen.append(watch.describe())
+            return "\n".join(seen)
+
+        return wait_until(
+            found, bound, describe, progress=progress, stall=STALL, first=0, longest=0
+        )
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +136,7 @@ def test_sign_in_choose_profile_and_land_in_jupyterlab(
         page.fill("input[name=password]", unix_users.password)
         page.click("input[type=submit], button[type=submit]")
         # the spawn form: the user's profiles, walltime filled from the profile
-        page.wait_for_selector("#factoryhub-form", timeout=30_000)
+        wait_for(page, "#factoryhub-form")
         assert page.locator('input[name="profile"]').count() == 2
         assert page.input_value("#fh-walltime") == "02:00:00"
         page.check('input[name="profile"][value="cpu-large"]')
@@ -66,22 +145,18 @@ def test_sign_in_choose_profile_and_land_in_jupyterlab(
         page.check('input[name="profile"][value="cpu-small"]')
         page.fill("#fh-memory", "3")
         page.screenshot(path=str(ARTIFACTS / "browser-spawn-form.png"), full_page=True)
-        page.click("#spawn_form button[type=submit]")
-        # JupyterLab's launcher, served from the Slurm job
-        page.wait_for_url(f"**/user/{user}/lab**", timeout=120_000)
-        page.wait_for_selector(".jp-Launcher", timeout=120_000)
+        with hub.watch([user]) as watch:
+            page.click("#spawn_form button[type=submit]")
+            # JupyterLab's launcher, served from the Slurm job
+            wait_for(page, ".jp-Launcher", watch, bound=SPAWN_BOUND)
+        assert f"/user/{user}/lab" in page.url, page.url
         shot = ARTIFACTS / "browser-jupyterlab.png"
         page.screenshot(path=str(shot))
         assert shot.stat().st_size > 10_000
     finally:
         page.close()
-    jobs = subprocess.run(
-        ["squeue", "--noheader", f"--user={user}", "--format=%T %j %m"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert jobs == ["RUNNING", f"factoryhub-server-{user}", "3G"]
+    jobs = [(j.state, j.name, j.memory_mb) for j in squeue_jobs([user])]
+    assert jobs == [("RUNNING", f"factoryhub-server-{user}", 3 * 1024)]
     hub.stop_server(user)
 
 
@@ -102,12 +177,12 @@ def test_oidc_sign_in_through_the_provider_page_to_jupyterlab(
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     try:
         page.goto(f"{oidc_hub.url}/hub/oauth_login?next=/hub/spawn")
-        page.wait_for_selector("form#login-form", timeout=30_000)
+        wait_for(page, "form#login-form")
         page.screenshot(path=str(ARTIFACTS / "browser-idp-login.png"))
         page.fill("#username", user)
         page.fill("#password", TEST_PASSWORD)
         page.click("#sign-in")
-        page.wait_for_selector("#factoryhub-form", timeout=30_000)
+        wait_for(page, "#factoryhub-form")
         options = page.locator("#fh-project option")
         assert sorted(t.strip() for t in options.all_inner_texts()) == [
             "ACME AI (startup) (account acme-ai)",
@@ -122,20 +197,16 @@ def test_oidc_sign_in_through_the_provider_page_to_jupyterlab(
         assert visible == ["cpu-small", "cpu-large"]
         page.select_option("#fh-project", "fhtest-lab")
         page.screenshot(path=str(ARTIFACTS / "browser-oidc-spawn-form.png"), full_page=True)
-        page.click("#spawn_form button[type=submit]")
-        page.wait_for_selector(".jp-Launcher", timeout=120_000)
+        with oidc_hub.watch([user]) as watch:
+            page.click("#spawn_form button[type=submit]")
+            wait_for(page, ".jp-Launcher", watch, bound=SPAWN_BOUND)
         shot = ARTIFACTS / "browser-oidc-jupyterlab.png"
         page.screenshot(path=str(shot))
         assert shot.stat().st_size > 10_000
     finally:
         page.close()
-    jobs = subprocess.run(
-        ["squeue", "--noheader", f"--user={user}", "--format=%T %a"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert jobs == ["RUNNING", "fhtest-lab"]
+    jobs = [(j.state, j.account) for j in squeue_jobs([user])]
+    assert jobs == [("RUNNING", "fhtest-lab")]
     oidc_hub.stop_server(user)
 
 
@@ -147,21 +218,21 @@ def test_run_a_report_from_its_form_and_open_its_html(
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     try:
         page.goto(f"{oidc_hub.url}/hub/oauth_login?next=/hub/home")
-        page.wait_for_selector("form#login-form", timeout=30_000)
+        wait_for(page, "form#login-form")
         page.fill("#username", "fhtest-oidc")
         page.fill("#password", TEST_PASSWORD)
         page.click("#sign-in")
-        page.wait_for_selector("#factoryhub-reports-link", timeout=30_000)
+        wait_for(page, "#factoryhub-reports-link")
         page.click("#factoryhub-reports-link")
-        page.wait_for_selector(".fh-report[data-report=quick]", timeout=30_000)
+        wait_for(page, ".fh-report[data-report=quick]")
         page.click(".fh-report[data-report=quick] a")
-        page.wait_for_selector("#fh-report-form")
+        wait_for(page, "#fh-report-form")
         assert page.input_value("#p_n") == "5" and page.is_checked("#p_show_plot")
         # a bad value comes back with the problem named, nothing submitted
         page.fill("#p_n", "lots")
         page.click("#fh-run-now")
-        problem = page.wait_for_selector(".fh-problem[data-parameter=n]")
-        assert problem and "whole number" in problem.inner_text()
+        problem = wait_for(page, ".fh-problem[data-parameter=n]")
+        assert "whole number" in problem.inner_text()
         # the next runs of a schedule show while it is typed
         page.fill("#cron", "30 6 * * 1")
         page.wait_for_function(
@@ -171,10 +242,11 @@ def test_run_a_report_from_its_form_and_open_its_html(
         page.fill("#p_n", "7")
         page.fill("#p_label", "in the browser")
         page.screenshot(path=str(ARTIFACTS / "browser-report-form.png"), full_page=True)
-        page.click("#fh-run-now")
-        page.wait_for_selector(".fh-run-facts")
-        # the page follows the run until it succeeds
-        page.wait_for_selector(".fh-status-succeeded", timeout=120_000)
+        with oidc_hub.watch([], users=("fhtest-oidc", REPORTS_USER)) as watch:
+            page.click("#fh-run-now")
+            wait_for(page, ".fh-run-facts")
+            # the page follows the run (a Slurm job) until it succeeds
+            wait_for(page, ".fh-status-succeeded", watch, bound=SPAWN_BOUND, page_progress=False)
         page.screenshot(path=str(ARTIFACTS / "browser-report-run.png"), full_page=True)
         with page.expect_popup() as popup:
             page.click("#fh-open-html")
@@ -201,33 +273,33 @@ def test_a_trainer_starts_all_opens_a_participants_server_and_collects(
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     try:
         page.goto(f"{oidc_hub.url}/hub/oauth_login?next=/hub/home")
-        page.wait_for_selector("form#login-form", timeout=30_000)
+        wait_for(page, "form#login-form")
         page.fill("#username", COURSE_TRAINER)
         page.fill("#password", TEST_PASSWORD)
         page.click("#sign-in")
-        page.wait_for_selector("#factoryhub-courses-link", timeout=30_000)
+        wait_for(page, "#factoryhub-courses-link")
         page.click("#factoryhub-courses-link")
         page.click(f".fh-managed-course[data-course={COURSE}]")
-        page.wait_for_selector("#fh-capacity")
+        wait_for(page, "#fh-capacity")
         assert page.get_attribute("#fh-capacity", "data-waiting") == "3"
         page.screenshot(path=str(ARTIFACTS / "browser-course-page.png"), full_page=True)
-        page.click("#fh-start-all")
-        assert "Starting 3 server(s)" in page.inner_text("#fh-done")
-        # the page follows the servers until every one runs
-        for pupil in COURSE_PUPILS:
-            page.wait_for_selector(
-                f".fh-participant[data-name={pupil}][data-state=running]", timeout=120_000
-            )
+        with oidc_hub.watch([(pupil, COURSE) for pupil in COURSE_PUPILS]) as watch:
+            page.click("#fh-start-all")
+            assert "Starting 3 server(s)" in page.inner_text("#fh-done")
+            # the page follows the servers until every one runs
+            for pupil in COURSE_PUPILS:
+                running = f".fh-participant[data-name={pupil}][data-state=running]"
+                wait_for(page, running, watch, bound=SPAWN_BOUND, page_progress=False)
         page.screenshot(path=str(ARTIFACTS / "browser-course-running.png"), full_page=True)
         with page.expect_popup() as popup:
             page.click(f".fh-participant[data-name={COURSE_PUPILS[0]}] .fh-open")
         lab = popup.value
         # the hub asks the trainer once to confirm the access to the participant's server
-        lab.wait_for_selector("text=Authorize access", timeout=60_000)
+        wait_for(lab, "text=Authorize access")
         lab.screenshot(path=str(ARTIFACTS / "browser-course-authorize.png"))
         lab.click("button[type=submit]")
-        lab.wait_for_url(f"**/user/{COURSE_PUPILS[0]}/{COURSE}/lab**", timeout=60_000)
-        lab.wait_for_selector("text=01-welcome.ipynb", timeout=60_000)  # the course folder
+        wait_for(lab, "text=01-welcome.ipynb", bound=SPAWN_BOUND)  # the course folder
+        assert f"/user/{COURSE_PUPILS[0]}/{COURSE}/lab" in lab.url, lab.url
         lab.screenshot(path=str(ARTIFACTS / "browser-course-participant-lab.png"))
         lab.close()
         page.click("#fh-collect")
@@ -238,9 +310,9 @@ def test_a_trainer_starts_all_opens_a_participants_server_and_collects(
         assert collected and int(collected.group(1)) >= 3, page.inner_text("#fh-done")
         page.click("#fh-stop-all")
         assert "Stopping 3 server(s)" in page.inner_text("#fh-done")
-        for pupil in COURSE_PUPILS:
-            page.wait_for_selector(
-                f".fh-participant[data-name={pupil}][data-state=stopped]", timeout=60_000
-            )
+        with oidc_hub.watch([], users=tuple(COURSE_PUPILS)) as watch:
+            for pupil in COURSE_PUPILS:
+                stopped = f".fh-participant[data-name={pupil}][data-state=stopped]"
+                wait_for(page, stopped, watch, page_progress=False)
     finally:
         page.close()
