@@ -134,11 +134,35 @@ def load_started() -> dict[str, int]:
     return {str(k): int(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` (with its parents) made where missing, and mode 0700: the local factory's
+    state is root's alone."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """``text`` into ``path`` (0600, in a 0700 folder) through a temporary file beside it."""
+    private_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    tmp.replace(path)
+
+
+def open_private_log(path: Path) -> int:
+    """A descriptor appending to the log ``path``, made (or made again) 0600 in a 0700 folder."""
+    private_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
 def save_started(started: dict[str, int]) -> None:
-    LOCAL_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = STARTED_FILE.with_suffix(".tmp")
-    tmp.write_text(json.dumps(started, indent=2, sort_keys=True) + "\n")
-    tmp.replace(STARTED_FILE)
+    write_private(STARTED_FILE, json.dumps(started, indent=2, sort_keys=True) + "\n")
 
 
 def record_started(name: str, pid: int) -> None:

@@ -72,8 +72,8 @@ def proxy_command() -> Path:
 
 
 def ensure_admin_token() -> Path:
-    """Create the operators' admin API token file (0600) if missing."""
-    pids.LOCAL_DIR.mkdir(parents=True, exist_ok=True)
+    """Create the operators' admin API token file (0600, in a 0700 folder) if missing."""
+    pids.private_dir(pids.LOCAL_DIR)
     if not ADMIN_TOKEN_FILE.exists():
         fd = os.open(ADMIN_TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -148,10 +148,9 @@ def up_hub(site_file: Path | None = None) -> tuple[int, bool]:
     if pid is not None:
         _wait_answering(pid, START_TIMEOUT)
         return pid, False
-    HUB_DIR.mkdir(parents=True, exist_ok=True)
-    HUB_DIR.chmod(0o700)
+    pids.private_dir(HUB_DIR)
     jupyterhub = Path(sys.prefix) / "bin" / "jupyterhub"
-    with HUB_LOG.open("ab") as log:
+    with os.fdopen(pids.open_private_log(HUB_LOG), "ab") as log:
         log.write(f"\n=== factoryhub-local: starting {jupyterhub} -f {config}\n".encode())
         log.flush()
         proc = subprocess.Popen(
@@ -163,7 +162,7 @@ def up_hub(site_file: Path | None = None) -> tuple[int, bool]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    HUB_PIDFILE.write_text(f"{proc.pid}\n")
+    pids.write_private(HUB_PIDFILE, f"{proc.pid}\n")
     pids.record_started("hub", proc.pid)
     try:
         _wait_answering(proc.pid, START_TIMEOUT)

@@ -142,7 +142,7 @@ def _prepare_dirs() -> None:
     _mkdir(SPOOL_DIR, "root", 0o755)
     _mkdir(LOG_DIR, "slurm", 0o755)
     _mkdir(RUN_DIR, "slurm", 0o755)
-    _mkdir(pids.LOCAL_DIR, "root", 0o755)
+    _mkdir(pids.LOCAL_DIR, "root", 0o700)  # root's alone: hub.log, the admin token
     for log in [*LOG_DIR.glob("slurmctld.log*"), *LOG_DIR.glob("slurmdbd.log*")]:
         _chown(log, "slurm")
     _mkdir(MYSQL_DATADIR, "mysql", 0o700)

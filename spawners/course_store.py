@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .private_state import private_file
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS edits (
     course TEXT PRIMARY KEY,
@@ -56,7 +58,7 @@ class CourseStore:
         if not write and not self.path.exists():
             return None
         if write:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_file(self.path)  # 0600 in a 0700 folder, before SQLite writes a byte
         db = sqlite3.connect(self.path, timeout=10)
         if write:
             db.executescript(SCHEMA)

@@ -15,12 +15,17 @@ cancels them as soon as that server job has ended, whatever ended it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import stat
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from . import user_files
 
 ENV_VAR = "FACTORYHUB_DASK"
 DASHBOARD_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
@@ -123,34 +128,53 @@ def interface_of(ip: str) -> str:
 
 
 def write_dask_config(environ: Mapping[str, str], *, ip: str) -> str | None:
-    """Write the job's Dask configuration; return the directory (None: nothing to do)."""
+    """Write the job's Dask configuration (as the user, inside the job; through
+    :mod:`user_files`, never through a link); return the directory (None: nothing to do)."""
     raw = environ.get(ENV_VAR)
     job_id = environ.get("SLURM_JOB_ID", "")
-    if not raw or not job_id:
+    if not raw or not job_id or not job_id.isdigit():
         return None
     import yaml
 
     payload = json.loads(raw)
     home = environ.get("HOME") or os.path.expanduser("~")
     target = Path(home) / ".factoryhub" / "jobs" / job_id / "dask"
-    target.mkdir(parents=True, exist_ok=True, mode=0o700)
-    Path(home, ".factoryhub", "dask-logs").mkdir(parents=True, exist_ok=True, mode=0o700)
     documents = dask_config(payload, job_id=job_id, home=home, interface=interface_of(ip))
-    for name, document in documents.items():
-        (target / name).write_text(yaml.safe_dump(document, sort_keys=False))
+    texts = {name: yaml.safe_dump(doc, sort_keys=False) for name, doc in documents.items()}
+    try:
+        _write(Path(home).absolute(), target.parts[-4:], texts)
+    except OSError as e:  # a full home, or a link there that is not the user's own
+        print(f"factoryhub: no Dask configuration written into {target}: {e}", file=sys.stderr)
+        return None
     _prune(target.parent.parent, keep=target.parent)
     return str(target)
 
 
+def _write(home: Path, folder: tuple[str, ...], texts: Mapping[str, str]) -> None:
+    home_fd = user_files.open_dir(home)
+    try:
+        os.close(user_files.open_subdir(home_fd, (".factoryhub", "dask-logs"), create=0o700))
+        dir_fd = user_files.open_subdir(home_fd, folder, create=0o700)
+        try:
+            for name, text in texts.items():
+                user_files.write_replace(dir_fd, name, io.BytesIO(text.encode()), 0o600)
+        finally:
+            os.close(dir_fd)
+    finally:
+        os.close(home_fd)
+
+
 def _prune(jobs: Path, keep: Path, days: float = 7) -> None:
-    """Forget the configuration of server jobs older than ``days`` (best effort)."""
+    """Forget the configuration of server jobs older than ``days`` (best effort; links are
+    never followed, ``rmtree`` itself works through directory descriptors)."""
     import shutil
     import time
 
     cutoff = time.time() - days * 86400
     for old in jobs.iterdir():
         try:
-            if old != keep and old.is_dir() and old.stat().st_mtime < cutoff:
+            info = old.lstat()
+            if old != keep and stat.S_ISDIR(info.st_mode) and info.st_mtime < cutoff:
                 shutil.rmtree(old)
         except OSError:
             continue

@@ -5,7 +5,8 @@ files arrive, files the participant has not touched are updated, files they dele
 and their own edits are never overwritten. ``.factoryhub-materials.json`` in the target records
 the sha256 of each version delivered, which is how "untouched" is told from "edited". Nothing
 is written through a symlink: each directory under the target is opened with ``O_NOFOLLOW``
-and files are written to a temporary file beside them, then ``os.replace``d.
+and files are written to a temporary file beside them, then ``os.replace``d (both through
+:mod:`user_files`, the one module that opens paths in a user's home).
 
 ``mirror_git`` runs in the course service (as root): a world-readable checkout of the course's
 repository at a branch, tag or commit, which ``sync_materials`` then reads from.
@@ -14,14 +15,12 @@ repository at a branch, tag or commit, which ``sync_materials`` then reads from.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import hashlib
 import io
 import json
 import os
 import re
-import secrets
 import stat
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
+
+from . import user_files
 
 STATE_FILE = ".factoryhub-materials.json"
 SKIPPED_NAMES = frozenset({".git", "__pycache__", ".ipynb_checkpoints"})
@@ -68,42 +69,16 @@ class SyncReport:
 def _open_dir(root_fd: int, parts: Sequence[str]) -> int | None:
     """A descriptor of the directory ``parts`` under ``root_fd``, created where missing;
     ``None`` when one of them is a symlink or not a directory."""
-    fd = os.dup(root_fd)
-    for part in parts:
-        try:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, 0o755, dir_fd=fd)  # less the umask
-            child = os.open(part, NOFOLLOW | os.O_DIRECTORY, dir_fd=fd)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                return None
-            raise
-        os.close(fd)
-        fd = child
-    return fd
+    try:
+        return user_files.open_subdir(root_fd, parts, create=0o755, follow=False)  # less umask
+    except user_files.UnsafePath:
+        return None
 
 
 def _write(dir_fd: int, name: str, data: BinaryIO, mode: int, durable: bool = False) -> str:
     """``data`` into ``name`` in ``dir_fd`` through a temporary file beside it and
     ``os.replace``; returns the sha256 of what was written."""
-    tmp = f".{name[:100]}.{secrets.token_hex(4)}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    digest = hashlib.sha256()
-    try:
-        with open(os.open(tmp, flags, mode, dir_fd=dir_fd), "wb") as out:
-            while chunk := data.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
-            if durable:
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        raise
-    return digest.hexdigest()
+    return user_files.write_replace(dir_fd, name, data, mode, durable)
 
 
 def _load_state(root_fd: int) -> dict[str, str]:
@@ -193,8 +168,7 @@ def sync_materials(source: Path, target: Path) -> SyncReport:
             "owner to check that the course is published and readable"
         ) from e
     try:
-        target.mkdir(mode=0o755, parents=True, exist_ok=True)
-        root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        root_fd = user_files.open_dir(target.absolute(), create=0o755)
     except OSError as e:
         raise MaterialsError(f"cannot create {target} ({e.strerror}): check your home") from e
     report = SyncReport()

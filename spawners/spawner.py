@@ -48,6 +48,7 @@ from .projects import Project, Usage, load_projects, projects_for
 from .ready_address import check_ready_address
 from .slurm_access import ACCESS_MODES, SlurmClient, make_client
 from .slurm_client import JobInfo, SlurmError, SlurmUnavailable
+from .user_files import last_lines, read_tail_as_user
 
 _form_env = Environment(
     loader=PackageLoader("factoryhub.spawners", "templates"),
@@ -56,7 +57,17 @@ _form_env = Environment(
 
 
 class SlurmJobEnded(RuntimeError):
-    """The job ended before JupyterLab answered."""
+    """The job ended before JupyterLab answered.
+
+    Its text (which the hub's log gets) names the job's log but holds nothing of it; only the
+    user's own view of the failure (JupyterHub's ``jupyterhub_message``) adds the log's last
+    lines, read as the user.
+    """
+
+    def __init__(self, message: str, tail: str = "") -> None:
+        super().__init__(message)
+        if tail:
+            self.jupyterhub_message = f"{message}\n{tail}"
 
 
 class FactorySlurmSpawner(CourseServers, SlurmSpawner):
@@ -391,13 +402,23 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
         if event is not None:
             event.set()
 
-    def _log_tail(self, lines: int = 15) -> str:
-        path = Path(self.job_log_dir) / f"{self.job_name}-{self.job_id}.log"
+    def _log_path(self) -> str:
+        return str(Path(self.job_log_dir) / f"{self.job_name}-{self.job_id}.log")
+
+    async def _log_tail(self, lines: int = 15) -> str:
+        """The last lines of this job's log as the user reads them: the hub never reads that
+        path itself (the user controls it). "" where the hub cannot act as users (rest)."""
+        if self.slurm_access != "local":
+            return ""
         try:
-            text = path.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            return f"(no log at {path})"
-        return f"Last lines of {path}:\n" + "\n".join(text)
+            data = await read_tail_as_user(
+                self.user.name, self.home(), self._log_path(), prefix=self.user_command_prefix
+            )
+        except OSError as e:
+            return f"(its last lines could not be read as {self.user.name}: {e.strerror})"
+        except SlurmError:
+            return ""
+        return "Its last lines:\n" + last_lines(data, lines)
 
     @property
     def poller(self) -> SlurmPoller:
@@ -458,10 +479,12 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
             if poller.state(self.job_id) == "ended":
                 job = poller.ended_job(self.job_id)
                 what = job.state.lower() if job else "gone from the queue"
-                job_id, tail = self.job_id, self._log_tail()
+                job_id, log_path, tail = self.job_id, self._log_path(), await self._log_tail()
                 self.clear_state()
                 raise SlurmJobEnded(
-                    f"Job {job_id} ended ({what}) before JupyterLab answered.\n{tail}"
+                    f"Job {job_id} ended ({what}) before JupyterLab answered. "
+                    f"Its log on the cluster: {log_path}",
+                    tail,
                 )
             self.current_job = poller.jobs.get(self.job_id, self.current_job)
         self.ip, self.port = self._ready_address

@@ -4,7 +4,9 @@ Each copy crosses between two users without root ever opening their files: the
 participant's notebooks are packed *as the participant* (``pack``: only ``.ipynb`` files of
 their course folder, regular files, no symbolic links, at most ``MAX_BYTES``) and unpacked
 *as the trainer* (``unpack``: into ``<collect_dir>/<course>/<time>/<participant>/``, notebooks
-only, never through a link). Command line (run through ``runuser`` by the service)::
+only, never through a link). Both run with the user's minimal environment (never the
+service's, which holds its API token). Command line (run through ``runuser`` by the
+service)::
 
     python -m factoryhub.hub.courses.collect pack SOURCE      # tar on stdout
     python -m factoryhub.hub.courses.collect unpack TARGET    # tar on stdin
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import pwd
 import shutil
 import stat
 import sys
@@ -22,8 +25,14 @@ import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from factoryhub.spawners import user_files
+from factoryhub.spawners.user_env import minimal_env
 
 MAX_BYTES = 256 * 1024 * 1024
+NO_FOLDER = 3  # pack's exit status when the participant has no course folder
+RUN_TIME_LIMIT = 120.0
 SKIPPED_DIRS = {".ipynb_checkpoints", ".git", "__pycache__"}
 
 
@@ -65,64 +74,94 @@ def _nofollow(path: str, flags: int) -> int:
 
 def unpack(target: Path, source: io.BufferedIOBase) -> int:
     """Write the notebooks of the tar on ``source`` under ``target`` (regular files only, no
-    absolute or ``..`` names, never through a link, never over an existing file)."""
-    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    absolute or ``..`` names, never through a link, never over an existing file): through
+    :mod:`user_files`, relative to directory descriptors."""
+    root_fd = user_files.open_dir(target.absolute(), create=0o700)
     count = 0
-    with tarfile.open(fileobj=source, mode="r|") as tar:
-        for member in tar:
-            name = PurePosixPath(member.name)
-            if (
-                not member.isfile()
-                or name.suffix != ".ipynb"
-                or name.is_absolute()
-                or ".." in name.parts
-            ):
-                continue
-            destination = target.joinpath(*name.parts)
-            destination.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if any(p.is_symlink() for p in destination.parents if p.is_relative_to(target)):
-                continue
-            data = tar.extractfile(member)
-            assert data is not None
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-            with os.fdopen(os.open(destination, flags, 0o600), "wb") as out:
-                shutil.copyfileobj(data, out)
-            count += 1
+    try:
+        with tarfile.open(fileobj=source, mode="r|") as tar:
+            for member in tar:
+                name = PurePosixPath(member.name)
+                if (
+                    not member.isfile()
+                    or name.suffix != ".ipynb"
+                    or name.is_absolute()
+                    or ".." in name.parts
+                ):
+                    continue
+                data = tar.extractfile(member)
+                assert data is not None
+                count += _unpack_one(root_fd, name, data)
+    finally:
+        os.close(root_fd)
     return count
 
 
-async def _run(argv: Sequence[str], data: bytes | None = None) -> tuple[int, bytes, str]:
+def _unpack_one(root_fd: int, name: PurePosixPath, data: BinaryIO) -> int:
+    try:
+        dir_fd = user_files.open_subdir(root_fd, name.parts[:-1], create=0o700, follow=False)
+    except user_files.UnsafePath:
+        return 0
+    try:
+        return int(user_files.write_new(dir_fd, name.name, data, 0o600))
+    finally:
+        os.close(dir_fd)
+
+
+async def _run(
+    argv: Sequence[str], env: dict[str, str], data: bytes | None = None
+) -> tuple[int, bytes, str]:
+    """``argv`` with exactly ``env`` (a user can read their processes' environment: the
+    service's token must not be in it); killed after ``RUN_TIME_LIMIT`` seconds."""
     proc = await asyncio.create_subprocess_exec(
-        *argv,
+        shutil.which(argv[0]) or argv[0],
+        *argv[1:],
         stdin=asyncio.subprocess.PIPE if data is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
-    out, err = await asyncio.wait_for(proc.communicate(data), timeout=120)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(data), RUN_TIME_LIMIT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return 1, b"", f"no answer within {RUN_TIME_LIMIT:g} s"
     return proc.returncode or 0, out, err.decode(errors="replace").strip()
+
+
+def _as(user: str, argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """``argv`` run as ``user`` (runuser), with that user's minimal environment."""
+    try:
+        home = pwd.getpwnam(user).pw_dir
+    except KeyError:
+        home = "/"
+    return ["runuser", "-u", user, "--", *argv], minimal_env(user, home)
+
+
+def _why(rc: int, err: str) -> str:
+    if rc == NO_FOLDER:
+        return "no course folder yet (their server never started)"
+    return err.splitlines()[-1] if err else f"exit {rc}"
 
 
 async def collect(
     sources: dict[str, str], trainer: str, target: str, python: str = sys.executable
 ) -> Collected:
     """Copy the notebooks of each participant (name -> their course folder) into
-    ``target/<participant>/`` as ``trainer``."""
+    ``target/<participant>/`` as ``trainer``. The service never looks at the folders itself:
+    the participant's side runs as the participant."""
     result = Collected(target)
     me = [python, "-m", "factoryhub.hub.courses.collect"]
     for participant, folder in sorted(sources.items()):
-        if not await asyncio.to_thread(Path(folder).is_dir):
-            result.problems[participant] = "no course folder yet (their server never started)"
-            continue
-        rc, packed, err = await _run(["runuser", "-u", participant, "--", *me, "pack", folder])
+        rc, packed, err = await _run(*_as(participant, [*me, "pack", folder]))
         if rc != 0:
-            result.problems[participant] = err.splitlines()[-1] if err else f"exit {rc}"
+            result.problems[participant] = _why(rc, err)
             continue
-        rc, out, err = await _run(
-            ["runuser", "-u", trainer, "--", *me, "unpack", str(Path(target) / participant)],
-            packed,
-        )
+        argv, env = _as(trainer, [*me, "unpack", str(Path(target) / participant)])
+        rc, out, err = await _run(argv, env, packed)
         if rc != 0:
-            result.problems[participant] = err.splitlines()[-1] if err else f"exit {rc}"
+            result.problems[participant] = _why(rc, err)
             continue
         result.copied[participant] = int(out.decode().strip() or 0)
     return result
@@ -135,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     os.umask(0o077)
     if args[0] == "pack":
+        if not Path(args[1]).is_dir():
+            print(f"no course folder at {args[1]}", file=sys.stderr)
+            return NO_FOLDER
         pack(Path(args[1]), sys.stdout.buffer)
     else:
         print(unpack(Path(args[1]), sys.stdin.buffer))

@@ -314,7 +314,7 @@ class OutputPage(BaseHandler):
         me = await self.me()
         run = self.engine.visible_run(me, int(run_id))
         key = {"notebook": "ipynb", "html": "html", "log": "log"}[kind]
-        data = self.engine.output(run, key)
+        data = await self.engine.output(run, key)
         if kind == "html":
             self.set_header("Content-Type", "text/html; charset=utf-8")
             self.set_header("Content-Security-Policy", "sandbox allow-scripts allow-popups")

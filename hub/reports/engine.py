@@ -281,10 +281,11 @@ class ReportEngine:
         """Record how ``run`` ended: its job's final ``state`` and what its outputs say."""
         self._misses.pop(run.id, None)
         account, paths = self.paths(run)
-        outcome = runner.read_outcome_bytes(self._read(paths.executed, account.uid))
+        outcome = runner.read_outcome_bytes(await self._read(paths.executed, account.uid))
+        has_html = await self._read(paths.html, account.uid) is not None
         fields: dict[str, Any] = {
             "notebook_path": str(paths.executed) if outcome.executed else "",
-            "html_path": str(paths.html) if self._exists(paths.html, account.uid) else "",
+            "html_path": str(paths.html) if has_html else "",
         }
         if state.startswith("CANCELLED"):
             return self.store.move(run.id, "cancelled", error="The job was cancelled.", **fields)
@@ -300,7 +301,7 @@ class ReportEngine:
             return self.store.move(run.id, "succeeded", **fields)
         error = outcome.error if outcome.executed else ""
         if not error:
-            tail = log_tail(paths.out_dir / f"slurm-{run.job_id}.log", account.uid)
+            tail = await log_tail(paths.out_dir / f"slurm-{run.job_id}.log", account.uid)
             error = f"The job ended ({state or 'state unknown'}) without an executed notebook."
             error += f"\n{tail}" if tail else ""
         return self.store.move(
@@ -308,16 +309,13 @@ class ReportEngine:
         )
 
     @staticmethod
-    def _read(path: Path, uid: int) -> bytes | None:
+    async def _read(path: Path, uid: int) -> bytes | None:
         try:
-            return read_owned(path, uid)
+            return await read_owned(path, uid)
         except OutputMissing:
             return None
 
-    def _exists(self, path: Path, uid: int) -> bool:
-        return self._read(path, uid) is not None
-
-    def output(self, run: Run, kind: str) -> bytes:
+    async def output(self, run: Run, kind: str) -> bytes:
         """The executed notebook (``ipynb``), its HTML (``html``) or the job's log (``log``)."""
         account, paths = self.paths(run)
         path = {
@@ -326,7 +324,7 @@ class ReportEngine:
             "log": paths.out_dir / f"slurm-{run.job_id}.log",
         }[kind]
         try:
-            return read_owned(path, account.uid)
+            return await read_owned(path, account.uid)
         except OutputMissing as e:
             raise Refused(404, f"Run {run.id} has no {kind} output: {e}") from None
 

@@ -1,46 +1,44 @@
 """A run's outputs on disk, read by the service (root) from the directory of the user who ran
-it: only regular files that user owns, never through a symbolic link, so a user cannot make
-the service show them a file they could not read themselves."""
+it, through :mod:`factoryhub.spawners.user_files` (the one module that opens paths in a
+user's home): only regular files that user owns, reached without following a link the user
+made, never a FIFO or a device, at most ``MAX_BYTES``, in a thread. So a user cannot make the
+service show them a file they could not read themselves, nor stall or exhaust it."""
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 
+from factoryhub.spawners.user_files import UserFileError, last_lines, read_user_file_async
+
 MAX_BYTES = 64 * 1024 * 1024
+LOG_TAIL_BYTES = 64 * 1024
+READ_TIME_LIMIT = 30.0
 
 
 class OutputMissing(FileNotFoundError):
     """The output is not there (yet), or is not a file of the run's user."""
 
 
-def read_owned(path: str | Path, uid: int, max_bytes: int = MAX_BYTES) -> bytes:
-    """The bytes of ``path`` when it is a regular file owned by ``uid``, reached without
-    following a symbolic link at any step below the user's home."""
+async def read_owned(
+    path: str | Path, uid: int, max_bytes: int = MAX_BYTES, tail: bool = False
+) -> bytes:
+    """The bytes of ``path`` when it is a regular file owned by ``uid`` (``tail``: its last
+    ``max_bytes``; otherwise a larger file is refused)."""
     p = Path(path)
+    if uid < 0:
+        raise OutputMissing(f"{p.name}: the run's user is not known on this host")
     try:
-        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as e:
+        return await read_user_file_async(p, uid, max_bytes, tail=tail, time_limit=READ_TIME_LIMIT)
+    except UserFileError as e:
         raise OutputMissing(f"{p.name}: {e.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != uid:
-            raise OutputMissing(f"{p.name} is not a file of the run's user")
-        if info.st_size > max_bytes:
-            raise OutputMissing(f"{p.name} is larger than {max_bytes // 2**20} MiB")
-        if os.path.realpath(p.parent) != str(p.parent):
-            raise OutputMissing(f"{p.parent} is reached through a symbolic link")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read(max_bytes + 1)
-    finally:
-        os.close(fd)
+    except OSError as e:
+        raise OutputMissing(f"{p.name}: {e.strerror or e}") from None
 
 
-def log_tail(path: str | Path, uid: int, lines: int = 15) -> str:
+async def log_tail(path: str | Path, uid: int, lines: int = 15) -> str:
     """The last ``lines`` lines of a run's Slurm log, or "" when it cannot be read."""
     try:
-        text = read_owned(path, uid).decode(errors="replace")
+        data = await read_owned(path, uid, LOG_TAIL_BYTES, tail=True)
     except OutputMissing:
         return ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+    return last_lines(data, lines)

@@ -109,18 +109,11 @@ class Outcome:
     error: str  # "Name: message" and the traceback's last lines
 
 
-def read_outcome(executed: str | Path) -> Outcome:
-    """What the executed notebook at ``executed`` says."""
-    try:
-        data = Path(executed).read_bytes()
-    except OSError:
-        data = None
-    return read_outcome_bytes(data)
-
-
 def read_outcome_bytes(data: bytes | None) -> Outcome:
     """What an executed notebook says: papermill marks the cell that raised
-    (``metadata.papermill.exception``) and keeps its error output."""
+    (``metadata.papermill.exception``) and keeps its error output. The service reads the
+    notebook's bytes from the user's folder through ``outputs.read_owned`` (never by path
+    here)."""
     if data is None:
         return Outcome(False, True, None, "no executed notebook")
     try:

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from factoryhub.spawners.private_state import private_file
+
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
 MOVES = {
@@ -109,11 +111,9 @@ class Schedule:
 
 class RunStore:
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = private_file(path)  # 0600 in a 0700 folder, before SQLite writes a byte
         with self._db() as db:
             db.executescript(SCHEMA)
-        self.path.chmod(0o600)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:

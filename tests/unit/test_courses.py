@@ -308,3 +308,34 @@ def test_collect_packs_notebooks_only_and_never_through_links(tmp_path: Path) ->
         assert sorted(tar.getnames()) == ["a.ipynb", "sub/b.ipynb"]
     assert unpack(tmp_path / "out", buffer) == 2
     assert (tmp_path / "out" / "sub" / "b.ipynb").read_text() == "{}"
+
+
+def test_unpack_never_writes_through_a_link_in_the_target(tmp_path: Path) -> None:
+    source = tmp_path / "course"
+    (source / "sub").mkdir(parents=True)
+    (source / "a.ipynb").write_text("{}")
+    (source / "sub" / "b.ipynb").write_text("{}")
+    buffer = io.BytesIO()
+    assert pack(source, buffer) == 2
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").symlink_to(elsewhere)  # planted where a folder will be
+    (out / "a.ipynb").symlink_to(elsewhere / "a.ipynb")  # and where a notebook will be
+    buffer.seek(0)
+    assert unpack(out, buffer) == 0
+    assert not any(elsewhere.iterdir())
+
+
+async def test_collect_runs_as_the_users_with_a_minimal_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from factoryhub.hub.courses import collect as collecting
+
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "the service's secret")
+    argv, env = collecting._as("root", ["python", "-m", "x", "pack", "/f"])
+    assert argv[:4] == ["runuser", "-u", "root", "--"]
+    assert "JUPYTERHUB_API_TOKEN" not in env and env["USER"] == "root"
+    rc, out, _ = await collecting._run(["env"], env)
+    assert rc == 0 and b"the service's secret" not in out and b"USER=root" in out

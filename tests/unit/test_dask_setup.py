@@ -178,3 +178,28 @@ def test_dashboard_links_through_the_own_proxy_map_to_loopback() -> None:
     assert loopback_url("http://10.0.0.5:8787/status", base) is None
     assert loopback_url("/user/ada/proxy/evil.example:80/status", base) is None
     assert loopback_url("/user/ada/proxy/99999/status", base) is None
+
+
+def test_never_written_through_a_link_someone_else_planted(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o777)
+    home.chmod(0o777)  # others may change it: its links are not followed
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (home / ".factoryhub").symlink_to(elsewhere)
+    env = {"FACTORYHUB_DASK": json.dumps(payload()), "SLURM_JOB_ID": "78", "HOME": str(home)}
+    assert write_dask_config(env, ip="127.0.0.1") is None
+    assert not any(elsewhere.iterdir())
+
+
+def test_a_planted_link_at_a_config_file_is_replaced_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    folder = tmp_path / ".factoryhub" / "jobs" / "79" / "dask"
+    folder.mkdir(parents=True)
+    (folder / "jobqueue.yaml").symlink_to(victim)
+    env = {"FACTORYHUB_DASK": json.dumps(payload()), "SLURM_JOB_ID": "79", "HOME": str(tmp_path)}
+    assert write_dask_config(env, ip="127.0.0.1") == str(folder)
+    assert victim.read_text() == "keep"
+    assert not (folder / "jobqueue.yaml").is_symlink()
+    assert (folder / "jobqueue.yaml").stat().st_mode & 0o777 == 0o600

@@ -179,7 +179,7 @@ def test_a_failed_run_names_its_cell(tmp_path: Path) -> None:
     import nbformat
     import papermill
 
-    from factoryhub.hub.reports.runner import read_outcome
+    from factoryhub.hub.reports.runner import read_outcome_bytes
 
     nb = nbformat.v4.new_notebook(
         cells=[
@@ -197,9 +197,9 @@ def test_a_failed_run_names_its_cell(tmp_path: Path) -> None:
         papermill.execute_notebook(
             str(source), str(executed), parameters={"d": 0}, progress_bar=False
         )
-    outcome = read_outcome(executed)
+    outcome = read_outcome_bytes(executed.read_bytes())
     assert outcome.failed and "ZeroDivisionError" in outcome.error
     # papermill puts its own cells first (an error banner, the injected parameters)
     assert nbformat.read(executed, 4).cells[outcome.failed_cell].source == "1 / d"
     papermill.execute_notebook(str(source), str(executed), parameters={"d": 2}, progress_bar=False)
-    assert read_outcome(executed).failed is False
+    assert read_outcome_bytes(executed.read_bytes()).failed is False

@@ -19,7 +19,7 @@ from factoryhub.hub.reports.access import Access, Person
 from factoryhub.hub.reports.catalog import Catalog, describe
 from factoryhub.hub.reports.cli import CliError, parse_values
 from factoryhub.hub.reports.engine import ReportEngine
-from factoryhub.hub.reports.outputs import OutputMissing, read_owned
+from factoryhub.hub.reports.outputs import OutputMissing, log_tail, read_owned
 from factoryhub.hub.reports.store import RunStore
 from factoryhub.hub.site import SiteError, parse_site
 from factoryhub.hub.site_reports import AccessRule
@@ -126,16 +126,29 @@ def test_the_command_line_values() -> None:
         parse_values(["n"])
 
 
-def test_outputs_are_read_only_from_the_users_own_files(tmp_path: Path) -> None:
+async def test_outputs_are_read_only_from_the_users_own_files(tmp_path: Path) -> None:
     mine = tmp_path / "out.html"
     mine.write_text("<p>ok</p>")
-    assert read_owned(mine, os.getuid()) == b"<p>ok</p>"
+    assert await read_owned(mine, os.getuid()) == b"<p>ok</p>"
     link = tmp_path / "link.html"
     link.symlink_to(mine)
     with pytest.raises(OutputMissing):
-        read_owned(link, os.getuid())
+        await read_owned(link, os.getuid())
     with pytest.raises(OutputMissing):
-        read_owned(mine, os.getuid() + 1)  # somebody else's file
+        await read_owned(mine, os.getuid() + 1)  # somebody else's file
+    runs = tmp_path / "runs"
+    runs.mkdir(mode=0o777)
+    runs.chmod(0o777)  # a folder the user controls: a link in it is not followed
+    (runs / "run-1").symlink_to(tmp_path)
+    with pytest.raises(OutputMissing, match="symbolic link"):
+        await read_owned(runs / "run-1" / "out.html", os.getuid())
+    os.mkfifo(tmp_path / "fifo.log")  # never blocks the service
+    with pytest.raises(OutputMissing, match="not a regular file"):
+        await read_owned(tmp_path / "fifo.log", os.getuid())
+    (tmp_path / "big.log").write_bytes(b"x" * 3000 + b"\nlast line\n")
+    with pytest.raises(OutputMissing, match="larger than"):
+        await read_owned(tmp_path / "big.log", os.getuid(), max_bytes=1000)
+    assert await log_tail(tmp_path / "big.log", os.getuid(), lines=1) == "last line"
 
 
 class ScriptedSlurm:
