@@ -16,7 +16,8 @@ and the README assumes, nothing of factoryhub's:
 
 No apt lists, no /etc/apt/sources.list of debootstrap's: the container gets this host's package
 client configuration when it is created (`client_config_tar`): apt's sources, apt.conf.d,
-preferences, keyrings; pip's /etc/pip.conf and /etc/xdg/pip; npm's /etc/npmrc, /usr/etc/npmrc
+preferences, keyrings; pip's /etc/pip.conf, /etc/xdg/pip and root's ~/.config/pip (which
+names the local wheel folders); npm's /etc/npmrc, /usr/etc/npmrc
 and root's ~/.npmrc; the CA bundle (TLS is inspected here) and the local CAs it is made from;
 the PIP_* variables of this process; the local wheel folders (read-only mounts). Only
 download caches are shared with the host (``$FACTORYHUB_FRESH_CACHE``, default
@@ -66,6 +67,8 @@ CLIENT_CONFIG = (
     ("/usr/share/keyrings", "/usr/share/keyrings"),
     ("/etc/pip.conf", "/etc/pip.conf"),
     ("/etc/xdg/pip", "/etc/xdg/pip"),
+    (str(Path.home() / ".config" / "pip"), "/root/.config/pip"),
+    (str(Path.home() / ".pip"), "/root/.pip"),
     ("/etc/npmrc", "/etc/npmrc"),
     ("/usr/etc/npmrc", "/usr/etc/npmrc"),
     (str(Path.home() / ".npmrc"), "/root/.npmrc"),
@@ -239,6 +242,9 @@ def ensure_image() -> tuple[str, bool]:
             podman("commit", "--quiet", "--change", 'CMD ["/bin/bash"]', name, ref)
         finally:
             podman("rm", "-f", name, check=False)
+    listed = podman("images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE).stdout.split()
+    for old in set(listed) - {ref}:  # earlier recipes' images
+        podman("rmi", old, check=False)
     return ref, True
 
 

@@ -30,6 +30,8 @@ from typing import Any
 
 import pytest
 
+from factoryhub.spawners import slurm_json
+
 from .machine import REPO, FreshMachine, ensure_image
 
 pytestmark = pytest.mark.fresh
@@ -79,10 +81,12 @@ class Fresh:
         assert done.returncode == 0, f"check {action}: {done.stderr.strip()[-3000:]}"
         return json.loads(done.stdout)
 
-    def jobs_of(self, user: str) -> list[dict[str, Any]]:
+    def jobs_of(self, user: str) -> list[slurm_json.JobInfo]:
+        """``user``'s jobs in the container's Slurm (squeue --json also lists ended ones)."""
         done = self.machine.exec("squeue", "--json")
         assert done.returncode == 0, done.stderr
-        return [job for job in json.loads(done.stdout)["jobs"] if job["user_name"] == user]
+        jobs = slurm_json.jobs_of(slurm_json.loads(done.stdout, "squeue --json"))
+        return [job for job in jobs if job.user == user]
 
 
 def _outcome(rc: int | None, seconds: float) -> str:
@@ -99,9 +103,13 @@ def fresh(request: pytest.FixtureRequest) -> Iterator[Fresh]:
     if missing:
         pytest.fail(f"{', '.join(missing)} missing: make install-test installs podman")
     reporter = request.config.pluginmanager.getplugin("terminalreporter")
+    capture = request.config.pluginmanager.getplugin("capturemanager")
 
-    def say(message: str) -> None:
-        if reporter is not None:
+    def say(message: str) -> None:  # on the terminal even while pytest captures output
+        if reporter is None or capture is None:
+            print(f"fresh: {message}")
+            return
+        with capture.global_and_fixture_disabled():
             reporter.write_line(f"fresh: {message}")
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -150,15 +158,16 @@ def test_a_spawned_server_is_a_slurm_job_and_its_stop_leaves_none(fresh: Fresh) 
         spawned = fresh.check("spawn", USER, json.dumps(SPAWN_OPTIONS), secret=token.stdout)
         fresh.timings["spawn_ready"] = spawned["ready_seconds"]
         assert spawned["status"] == 200, spawned
-        states = [job["job_state"] for job in fresh.jobs_of(USER)]
+        states = [job.state for job in fresh.jobs_of(USER)]
         assert states == ["RUNNING"], states
     finally:
         stopped = fresh.check("stop", USER, secret=token.stdout)
         fresh.timings["stop"] = stopped["seconds"]
     deadline = time.monotonic() + 30
-    while (left := fresh.jobs_of(USER)) and time.monotonic() < deadline:
+    while (left := [j for j in fresh.jobs_of(USER) if j.active]) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert left == [], [(job["job_id"], job["job_state"]) for job in left]
+    assert left == [], [(job.job_id, job.state) for job in left]
+    assert [job.state for job in fresh.jobs_of(USER)] == ["CANCELLED"]
 
 
 def test_a_second_make_up_takes_seconds(fresh: Fresh) -> None:
