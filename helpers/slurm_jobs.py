@@ -1,8 +1,10 @@
 """The user's own Slurm jobs, from a notebook: list, submit, cancel.
 
-Runs ``squeue``/``sbatch``/``scancel`` as the notebook's user (a user server runs on a
-node that can submit). Parsing and the difference between "Slurm did not answer" and
-"Slurm refused" are the spawner's own (``factoryhub.spawners.slurm_client``).
+Runs ``squeue --json``/``sacct --json``/``sbatch``/``scancel`` as the notebook's user (a
+user server runs on a node that can submit). Reading Slurm's JSON and the difference between
+"Slurm did not answer" and "Slurm refused" are the spawner's own
+(``factoryhub.spawners.slurm_json``): jobs' names and comments are their users' and may hold
+newlines, so Slurm's text formats are never parsed.
 """
 
 from __future__ import annotations
@@ -15,15 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from factoryhub.spawners.slurm_client import (
-    QUEUE_FORMAT,
     CommandResult,
     JobInfo,
     SlurmError,
     SlurmUnavailable,
     check_result,
     is_invalid_job,
-    parse_queue,
 )
+from factoryhub.spawners.slurm_json import accounted_state, jobs_of, loads
 
 __all__ = [
     "JobInfo",
@@ -95,33 +96,36 @@ class MyJob:
         return max(0.0, (end - self.now).total_seconds()) if end and self.info.running else None
 
 
+def _json(argv: Sequence[str], what: str) -> dict:
+    result = _run(argv)
+    check_result(result, what)
+    return loads(result.stdout, what)
+
+
+def _queue() -> list[JobInfo]:
+    # squeue --json lists every job Slurm still holds (Slurm 22.05 ignores its filters)
+    return jobs_of(_json(["squeue", "--json", "--states=all"], "the queue query"))
+
+
 def my_jobs(user: str | None = None) -> list[MyJob]:
     """The user's pending and running jobs, newest first."""
     user = user or getpass.getuser()
-    result = _run(["squeue", "--noheader", f"--user={user}", f"--format={QUEUE_FORMAT}"])
-    check_result(result, "the queue query")
     now = datetime.now()
-    jobs = [MyJob(j, now) for j in parse_queue(result.stdout)]
-    return sorted(jobs, key=lambda j: int(j.info.job_id.split("_")[0]), reverse=True)
+    jobs = [MyJob(j, now) for j in _queue() if j.user == user and j.active]
+    return sorted(jobs, key=lambda j: int(j.info.job_id), reverse=True)
 
 
 def job(job_id: str) -> JobInfo | None:
     """One job as the queue reports it, ended ones too while Slurm lists them (None: gone)."""
-    result = _run(
-        ["squeue", "--noheader", "--states=all", f"--jobs={job_id}", f"--format={QUEUE_FORMAT}"]
-    )
-    if is_invalid_job(result):
-        return None
-    check_result(result, "the queue query")
-    return next((j for j in parse_queue(result.stdout) if j.job_id == job_id), None)
+    return next((j for j in _queue() if j.job_id == job_id), None)
 
 
 def final_state(job_id: str) -> str:
     """The state Slurm's accounting recorded for a job ("" if it has none yet)."""
-    result = _run(["sacct", "--noheader", "--parsable2", "-X", "-j", job_id, "-o", "State"])
-    check_result(result, "the accounting query")
-    lines = [ln.strip() for ln in result.stdout.splitlines() if ln.strip()]
-    return lines[0].split()[0] if lines else ""
+    if not job_id.isdigit():
+        raise ValueError(f"not a Slurm job id: {job_id!r}")
+    data = _json(["sacct", "--json", f"--jobs={job_id}"], "the accounting query")
+    return accounted_state(data, job_id)
 
 
 def clean_environment() -> dict[str, str]:

@@ -1,22 +1,27 @@
-"""Who used the factory, and how much: jobs from Slurm accounting (``sacct``) as a table, and
-CPU and GPU hours per project (Slurm account), per user and per day.
+"""Who used the factory, and how much: jobs from Slurm accounting (``sacct --json``) as a
+table, and CPU and GPU hours per project (Slurm account), per user and per day.
 
     from factoryhub.helpers import usage
     period = usage.period(days=30)
-    jobs = usage.jobs_in(period)            # runs sacct --allusers for the period
+    jobs = usage.jobs_in(period)            # runs sacct --json --allusers for the period
     usage.per_project(jobs)                 # jobs, users, CPU and GPU hours per account
     usage.per_day(jobs, period)             # CPU hours per day and account
 
-Hours are allocated hours: cores (``AllocCPUS``) or GPUs (``gres/gpu`` of ``AllocTRES``) times
-the time the job ran, whether it kept them busy or not; that is what a project is charged for.
-``sacct --truncate`` cuts jobs at the period's edges, so a job that ran across them counts
-only with its time inside; a job still running counts up to the period's end.
+Hours are allocated hours: cores (the allocated ``cpu`` TRES) or GPUs (``gres/gpu``) times the
+time the job ran, whether it kept them busy or not; that is what a project is charged for.
+Jobs are cut at the period's edges (what ``sacct --truncate`` does to its text output), so a
+job that ran across them counts only with its time inside; a job still running counts up to
+now or the period's end, whichever comes first.
+
+Slurm's JSON is read by factoryhub's one parser (``factoryhub.spawners.slurm_json``): job
+names are their users' and may hold newlines and ``|``, so sacct's text is never parsed.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,12 +29,17 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from factoryhub.spawners.slurm_json import (
+    AccountedJob,
+    SlurmUnavailable,
+    accounted_jobs,
+    loads,
+)
+
 __all__ = [
     "COLUMNS",
-    "SACCT_FIELDS",
     "AccountingUnavailable",
     "Period",
-    "gpus_from_tres",
     "jobs_in",
     "parse_sacct",
     "per_day",
@@ -40,20 +50,6 @@ __all__ = [
     "sacct_command",
 ]
 
-#: What ``sacct --format`` asks for, in this order.
-SACCT_FIELDS = (
-    "JobID",
-    "User",
-    "Account",
-    "Partition",
-    "State",
-    "Start",
-    "End",
-    "ElapsedRaw",
-    "AllocCPUS",
-    "AllocTRES",
-    "JobName",
-)
 #: The columns of :func:`parse_sacct`'s table.
 COLUMNS = (
     "job_id",
@@ -72,8 +68,6 @@ COLUMNS = (
 )
 TIMEOUT_S = 120.0
 SACCT_TIME = "%Y-%m-%dT%H:%M:%S"
-#: ``gres/gpu=2`` (all GPUs) or ``gres/gpu:a100=2`` (GPUs of one type).
-_GPU_TRES = re.compile(r"^gres/gpu(?::(?P<type>[^=]+))?=(?P<count>\d+)$")
 _ACCOUNT = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -137,15 +131,10 @@ def period(days: int = 30, start: str = "", end: str = "", now: datetime | None 
     return Period(since, until)
 
 
-def sacct_command(
-    start: datetime, end: datetime, accounts: Sequence[str] = (), truncate: bool = True
-) -> list[str]:
-    """``sacct`` for every user's jobs (one line per job, no steps) that ran in the period."""
-    argv = ["sacct", "--allusers", "--allocations", "--noheader", "--parsable2"]
-    if truncate:
-        argv.append("--truncate")
+def sacct_command(start: datetime, end: datetime, accounts: Sequence[str] = ()) -> list[str]:
+    """``sacct --json`` for every user's jobs (one record per job) that ran in the period."""
+    argv = ["sacct", "--json", "--allusers", "--allocations"]
     argv += ["-S", start.strftime(SACCT_TIME), "-E", end.strftime(SACCT_TIME)]
-    argv.append(f"--format={','.join(SACCT_FIELDS)}")
     if accounts:
         bad = [a for a in accounts if not _ACCOUNT.match(a)]
         if bad:
@@ -176,21 +165,6 @@ def run_sacct(argv: Sequence[str], timeout: float = TIMEOUT_S) -> str:
     return done.stdout
 
 
-def gpus_from_tres(tres: str) -> int:
-    """GPUs of an ``AllocTRES`` value: ``gres/gpu=N`` when given, else the sum of the typed
-    ``gres/gpu:TYPE=N`` (Slurm lists both for typed requests)."""
-    total, typed = None, 0
-    for item in tres.split(","):
-        match = _GPU_TRES.match(item.strip())
-        if match is None:
-            continue
-        if match["type"] is None:
-            total = int(match["count"])
-        else:
-            typed += int(match["count"])
-    return typed if total is None else total
-
-
 def _empty() -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
     frame[["start", "end"]] = frame[["start", "end"]].astype("datetime64[ns]")
@@ -200,48 +174,49 @@ def _empty() -> pd.DataFrame:
     )  # fmt: skip
 
 
-def _time(text: str) -> pd.Timestamp:
-    """A sacct time; ``Unknown`` (not started, still running), ``None`` and "" are NaT."""
-    if text in ("", "Unknown", "None"):
-        return pd.NaT
-    return pd.Timestamp(text)
+def _time(epoch: int) -> pd.Timestamp:
+    """An epoch as local time (sacct's periods are local); 0 (not started, running) is NaT."""
+    return pd.Timestamp(datetime.fromtimestamp(epoch)) if epoch > 0 else pd.NaT
 
 
-def _int(text: str) -> int:
-    return int(text) if text.strip().isdigit() else 0
+def _cut(job: AccountedJob, when: Period | None, now: float) -> tuple[int, int, int]:
+    """(start, end, elapsed seconds) of ``job`` inside ``when`` (no cut without one)."""
+    if when is None or job.start <= 0:
+        return job.start, job.end, job.elapsed_s if job.start > 0 else 0
+    first, last = int(when.start.timestamp()), int(when.end.timestamp())
+    start, end = max(job.start, first), min(job.end or min(int(now), last), last)
+    if start == job.start and end == job.end:
+        return start, end, job.elapsed_s  # inside the period: Slurm's own figure
+    return start, max(end, start), max(end - start, 0)
 
 
-def parse_sacct(text: str) -> pd.DataFrame:
-    """The jobs of ``sacct --noheader --parsable2 --format=<SACCT_FIELDS>`` output, one row each
-    (columns :data:`COLUMNS`). Jobs still running have ``end`` NaT (without ``--truncate``),
-    jobs never started ``start`` NaT; the state loses its ``by <uid>`` suffix."""
+def parse_sacct(text: str, when: Period | None = None, now: float | None = None) -> pd.DataFrame:
+    """The jobs of a ``sacct --json`` answer, one row each (columns :data:`COLUMNS`), cut at
+    the edges of ``when`` when given (a running job then ends ``now``, or at the period's end).
+    Without ``when``, running jobs have ``end`` NaT; jobs never started have ``start`` NaT."""
+    try:
+        records = accounted_jobs(loads(text, "the accounting query"))
+    except SlurmUnavailable as e:
+        raise AccountingUnavailable(str(e)) from None
+    now = time.time() if now is None else now
     rows = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        # the job name comes last and may itself contain the separator
-        fields = line.split("|", len(SACCT_FIELDS) - 1)
-        if len(fields) != len(SACCT_FIELDS):
-            raise ValueError(f"sacct line with {len(fields)} fields, not {len(SACCT_FIELDS)}: "
-                             f"{line!r}")  # fmt: skip
-        f = dict(zip(SACCT_FIELDS, fields, strict=True))
-        elapsed, cpus = _int(f["ElapsedRaw"]), _int(f["AllocCPUS"])
-        gpus = gpus_from_tres(f["AllocTRES"])
+    for job in records:
+        start, end, elapsed = _cut(job, when, now)
         rows.append(
             {
-                "job_id": f["JobID"],
-                "user": f["User"],
-                "account": f["Account"],
-                "partition": f["Partition"],
-                "state": f["State"].split(" ")[0],
-                "start": _time(f["Start"]),
-                "end": _time(f["End"]),
+                "job_id": job.job_id,
+                "user": job.user,
+                "account": job.account,
+                "partition": job.partition,
+                "state": job.state,
+                "start": _time(start),
+                "end": _time(end),
                 "elapsed_s": elapsed,
-                "cpus": cpus,
-                "gpus": gpus,
-                "cpu_hours": elapsed * cpus / 3600,
-                "gpu_hours": elapsed * gpus / 3600,
-                "name": f["JobName"],
+                "cpus": job.cpus,
+                "gpus": job.gpus,
+                "cpu_hours": elapsed * job.cpus / 3600,
+                "gpu_hours": elapsed * job.gpus / 3600,
+                "name": job.name,
             }
         )
     if not rows:
@@ -251,9 +226,13 @@ def parse_sacct(text: str) -> pd.DataFrame:
     return frame
 
 
-def jobs_in(when: Period, accounts: Sequence[str] = (), timeout: float = TIMEOUT_S) -> pd.DataFrame:
-    """Every user's jobs that ran in ``when`` (of ``accounts`` only, when given)."""
-    return parse_sacct(run_sacct(sacct_command(when.start, when.end, accounts), timeout))
+def jobs_in(
+    when: Period, accounts: Sequence[str] = (), timeout: float = TIMEOUT_S, truncate: bool = True
+) -> pd.DataFrame:
+    """Every user's jobs that ran in ``when`` (of ``accounts`` only, when given), cut at its
+    edges unless ``truncate`` is False."""
+    text = run_sacct(sacct_command(when.start, when.end, accounts), timeout)
+    return parse_sacct(text, when if truncate else None)
 
 
 def _summary(jobs: pd.DataFrame, by: str) -> pd.DataFrame:

@@ -1,7 +1,12 @@
 """One Slurm query per interval for all of this hub's jobs.
 
 Every spawner reads its job's state from here instead of running ``squeue`` itself, so the
-load on the controller does not grow with the number of servers. States are honest:
+load on the controller does not grow with the number of servers. The client reads Slurm's
+JSON (``squeue --json`` or slurmrestd, :mod:`~.slurm_json`): a job is known by its id, state
+and user as Slurm reports them, never by its name or comment, which its user writes (a
+name is only the prefix filter; a comment only marks this hub's jobs and Dask workers, and
+whatever it claims, the poller cancels nothing but the job that carries it, as its owner).
+States are honest:
 
 - Slurm did not answer → *unknown*: nothing is concluded, servers are kept;
 - a watched job missing from the answer, or in an ended state → it has ended only once a

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import shlex
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
@@ -23,68 +22,28 @@ from typing import Any
 import httpx
 
 from .sbatch_options import UnsupportedOption, job_properties
-from .slurm_client import (
-    _UNAVAILABLE,
-    CommandResult,
+from .slurm_client import CommandResult
+from .slurm_json import (
+    UNAVAILABLE,
     JobInfo,
     SlurmError,
     SlurmUnavailable,
+    accounted_state,
+    error_text,
+    errors_of,
+    job_info,
+    jobs_of,
+    listed,
+    node_view,
+    reservation_jobs,
+    reservation_view,
 )
 from .slurm_jwt import JwtKeyError, TokenCache
 
+__all__ = ["DEFAULT_PATH", "RestSlurmClient", "job_info", "prologue"]
+
 _INVALID_JOB = "Invalid job id"
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
-
-
-def _time(epoch: Any) -> str:
-    """An epoch as squeue prints times (local time, ``2026-11-23T12:08:22``); "" for none."""
-    if not isinstance(epoch, int) or epoch <= 0:
-        return ""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(epoch))
-
-
-def job_info(job: Mapping[str, Any]) -> JobInfo:
-    """A v0.0.38 job object as the queue's :class:`JobInfo`."""
-    reason = str(job.get("state_reason") or "")
-    return JobInfo(
-        job_id=str(job.get("job_id", "")),
-        state=str(job.get("job_state") or ""),
-        reason="" if reason == "None" else reason,
-        nodes=str(job.get("nodes") or ""),
-        start_time=_time(job.get("start_time")),
-        end_time=_time(job.get("end_time")),
-        name=str(job.get("name") or ""),
-        user=str(job.get("user_name") or ""),
-        partition=str(job.get("partition") or ""),
-        comment=str(job.get("comment") or ""),
-        submit_time=_time(job.get("submit_time")),
-    )
-
-
-def _node_view(node: Mapping[str, Any]) -> dict[str, str]:
-    """A v0.0.38 node with the keys of ``scontrol show node`` that factoryhub reads."""
-    return {
-        "NodeName": str(node.get("name", "")),
-        "State": "+".join([str(node.get("state", "")).upper(), *node.get("state_flags", [])]),
-        "CPUTot": str(node.get("cpus", 0)),
-        "CPUAlloc": str(node.get("alloc_cpus", 0)),
-        "RealMemory": str(node.get("real_memory", 0)),
-        "AllocMem": str(node.get("alloc_memory", 0)),
-        "Partitions": ",".join(node.get("partitions") or []),
-    }
-
-
-def _reservation_view(res: Mapping[str, Any]) -> dict[str, str]:
-    now = time.time()
-    active = (res.get("start_time") or 0) <= now < (res.get("end_time") or 0)
-    return {
-        "ReservationName": str(res.get("name", "")),
-        "Nodes": str(res.get("node_list", "")),
-        "CoreCnt": str(res.get("core_count", 0)),
-        "State": "ACTIVE" if active else "INACTIVE",
-        "StartTime": _time(res.get("start_time")),
-        "EndTime": _time(res.get("end_time")),
-    }
 
 
 def prologue(dirs: Sequence[str], files: Mapping[str, str], output: str) -> str:
@@ -178,13 +137,11 @@ class RestSlurmClient:
                     f"{response.status_code} for {path} (is the {self.api_version} plugin on?)"
                 )
             raise SlurmError(f"slurmrestd answered {what} with HTTP {response.status_code}")
-        errors = [e for e in data.get("errors") or [] if isinstance(e, dict)]
+        errors = errors_of(data)
         if errors:
-            message = "; ".join(
-                str(e.get("description") or e.get("error") or e) for e in errors
-            ).strip()
+            message = error_text(errors).strip()
             unspecified = all(e.get("error_number") == -1 for e in errors)
-            if _UNAVAILABLE.search(message) or unspecified:
+            if UNAVAILABLE.search(message) or unspecified:
                 # slurmctld down, or slurmctld dropping a token made with another key: the
                 # two look alike from here (slurmctld's log tells them apart).
                 raise SlurmUnavailable(
@@ -244,21 +201,19 @@ class RestSlurmClient:
             raise SlurmError(f"slurmrestd answered without a job id: {data!r:.200}")
         return str(job_id)
 
-    async def _jobs(self) -> list[dict[str, Any]]:
-        data = await self._call("GET", self._slurm("jobs"), self.query_user, "the queue query")
-        return [j for j in data.get("jobs") or [] if isinstance(j, dict)]
+    async def _jobs(self) -> dict[str, Any]:
+        return await self._call("GET", self._slurm("jobs"), self.query_user, "the queue query")
 
     async def query(self, job_ids: Iterable[str]) -> dict[str, JobInfo]:
         """One request for all ``job_ids``; jobs Slurm no longer knows are absent."""
         ids = {j for j in job_ids if j and j.isdigit()}
         if not ids:
             return {}
-        jobs = (job_info(j) for j in await self._jobs())
-        return {j.job_id: j for j in jobs if j.job_id in ids}
+        return {j.job_id: j for j in jobs_of(await self._jobs()) if j.job_id in ids}
 
     async def jobs_named(self, prefix: str, states: str = "") -> list[JobInfo]:
         """Jobs whose name starts with ``prefix``: active ones, or all (``states="all"``)."""
-        jobs = [job_info(j) for j in await self._jobs()]
+        jobs = jobs_of(await self._jobs())
         return [j for j in jobs if j.name.startswith(prefix) and (states == "all" or j.active)]
 
     async def cancel(self, username: str, job_id: str) -> None:
@@ -284,37 +239,25 @@ class RestSlurmClient:
             if _INVALID_JOB in str(e) or "not found" in str(e).lower():
                 return ""
             raise
-        for job in data.get("jobs") or []:
-            state = (job.get("state") or {}).get("current", "")
-            if state:
-                return str(state).split()[0]
-        return ""
+        return accounted_state(data, job_id)
 
     async def show(self, kind: str, name: str = "") -> list[dict[str, str]]:
         """Nodes or reservations with the keys ``scontrol show`` prints (those factoryhub
         reads); [] when Slurm has no such entity."""
         if kind == "node":
             data = await self._call("GET", self._slurm("nodes"), self.query_user, "the nodes")
-            nodes = [_node_view(n) for n in data.get("nodes") or []]
+            nodes = [node_view(n) for n in listed(data, "nodes", "the nodes")]
             return [n for n in nodes if not name or n["NodeName"] == name]
         if kind == "reservation":
-            data = await self._call(
-                "GET", self._slurm("reservations"), self.query_user, "the reservations"
-            )
-            found = [_reservation_view(r) for r in data.get("reservations") or []]
+            what = "the reservations"
+            data = await self._call("GET", self._slurm("reservations"), self.query_user, what)
+            found = [reservation_view(r) for r in listed(data, "reservations", what)]
             return [r for r in found if not name or r["ReservationName"] == name]
         raise ValueError(f"cannot show {kind} over REST")
 
     async def jobs_in_reservation(self, name: str) -> list[tuple[str, int, str]]:
         """(state, CPUs, memory such as "2048M") of every active job in reservation ``name``."""
-        jobs = [j for j in await self._jobs() if j.get("resv_name") == name]
-        found = []
-        for job in jobs:
-            info = job_info(job)
-            if info.active:
-                memory = job.get("memory_per_node") or 0
-                found.append((info.state, int(job.get("cpus") or 0), f"{memory}M"))
-        return found
+        return reservation_jobs(await self._jobs(), name)
 
     async def run_as(
         self, username: str, argv: Sequence[str], input: str | None = None

@@ -235,9 +235,10 @@ class ReportEngine:
         if not orphans:
             return
         jobs = await self.client.jobs_named(f"{self.site.slurm.job_name_prefix}-report-", "all")
-        by_name = {j.name: j for j in jobs}
+        # a job's name is its user's choice: only the run's own user's job is the run's
+        by_name = {(j.name, j.user): j for j in jobs}
         for run in orphans:
-            job = by_name.get(self.job_name(run.id))
+            job = by_name.get((self.job_name(run.id), run.run_as))
             if job is not None:
                 log.info("report run %s adopts job %s", run.id, job.job_id)
                 self.store.set_job(run.id, job.job_id)

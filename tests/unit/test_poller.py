@@ -1,13 +1,23 @@
-"""The shared poller's conclusions (pure logic; the integration tests use the real Slurm)."""
+"""The shared poller's conclusions (pure logic; the integration tests use the real Slurm),
+and the poller on the local client's reading of a queue that holds forged lines."""
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
 from factoryhub.spawners.poller import SlurmPoller, end_message
-from factoryhub.spawners.slurm_client import JobInfo, SlurmUnavailable
+from factoryhub.spawners.slurm_client import (
+    CommandResult,
+    JobInfo,
+    LocalSlurmClient,
+    SlurmUnavailable,
+)
 
 TAG = "factoryhub:test"
 
@@ -195,3 +205,80 @@ async def test_dask_workers_are_kept_while_slurm_is_silent() -> None:
 
 async def _ignore(job: JobInfo | None) -> None:
     return None
+
+
+# ------------------------------------------------------------------ forged queue lines
+
+
+def _squeue_time(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(epoch)) if epoch else "N/A"
+
+
+# squeue --format codes → how Slurm 22.05 prints the job's field (a v0.0.38 job object)
+_CODES = {
+    "i": lambda j: str(j["job_id"]),
+    "T": lambda j: j["job_state"],
+    "r": lambda j: j["state_reason"],
+    "N": lambda j: j["nodes"],
+    "S": lambda j: _squeue_time(j["start_time"]),
+    "e": lambda j: _squeue_time(j["end_time"]),
+    "j": lambda j: j["name"],
+    "u": lambda j: j["user_name"],
+    "P": lambda j: j["partition"],
+    "k": lambda j: j["comment"],
+    "V": lambda j: _squeue_time(j["submit_time"]),
+}
+
+
+class SqueueOnThisHost(LocalSlurmClient):
+    """The local client with ``squeue`` answered from a table of jobs as Slurm 22.05 prints
+    them: the v0.0.38 JSON for ``--json``, else the text ``--format`` asks for (newlines and
+    \\x1f of names and comments printed as they are, as Slurm does)."""
+
+    def __init__(self, jobs: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.table = jobs
+        self.others: list[list[str]] = []
+
+    async def _run(self, argv: Any, *, input: Any = None, env: Any = None) -> CommandResult:
+        if argv[0] != "squeue":
+            self.others.append(list(argv))
+            return CommandResult(0, "", "")
+        if "--json" in argv:
+            return CommandResult(0, json.dumps({"meta": {}, "errors": [], "jobs": self.table}), "")
+        fmt = next(a.split("=", 1)[1] for a in argv if a.startswith(("--format=", "-o")))
+        render = lambda j: re.sub(r"%(\w)", lambda m: _CODES[m.group(1)](j), fmt)  # noqa: E731
+        return CommandResult(0, "".join(render(j) + "\n" for j in self.table), "")
+
+
+def queue_job(job_id: int, user: str, name: str, comment: str) -> dict[str, Any]:
+    now = int(time.time())
+    return {
+        "job_id": job_id, "job_state": "RUNNING", "state_reason": "None", "nodes": "vm",
+        "start_time": now - 60, "end_time": now + 3600, "name": name, "user_name": user,
+        "partition": "interactive", "comment": comment, "submit_time": now - 61,
+    }  # fmt: skip
+
+
+async def test_forged_queue_lines_end_no_one_elses_server() -> None:
+    """Issue 16: sofia's job name and comment hold a queue line saying ravi's job 150 has
+    COMPLETED; the hub must not conclude that it ended, nor cancel anything."""
+    sep, when = "\x1f", datetime.now().isoformat(timespec="seconds")
+    forged = sep.join(["150", "COMPLETED", "None", "vm", when, when, "factoryhub-server-ravi",
+                       "ravi", "interactive", TAG])  # fmt: skip
+    slurm = SqueueOnThisHost(
+        [
+            queue_job(150, "ravi", "factoryhub-server-ravi", TAG),
+            queue_job(151, "sofia", "a\nb", f"x\n{forged}"),
+            queue_job(152, "sofia", f"factoryhub-server-ravi\n{forged}", TAG),
+            queue_job(153, "sofia", f"factoryhub-server-ravi{sep}{sep}", f"{sep}150{sep}COMPLETED"),
+        ]
+    )
+    p, ended = SlurmPoller(slurm, name_prefix="factoryhub-", tag=TAG, orphan_grace=3600), []
+    p.watch("150", lambda j: _record(ended, j))
+    for _ in range(4):
+        await p.refresh()
+    assert ended == [] and p.state("150") == "active"
+    assert (p.jobs["150"].state, p.jobs["150"].user) == ("RUNNING", "ravi")
+    assert {j.user for j in p.jobs.values()} == {"ravi", "sofia"}
+    assert slurm.others == []

@@ -196,3 +196,36 @@ def test_a_run_ends_only_when_slurm_says_so_twice(tmp_path: Path) -> None:
     assert statuses == ["running", "running", "running", "running", "running", "failed"]
     # no executed notebook although the job completed: failed, and said so
     assert "without an executed notebook" in store.run(run.id).error
+
+
+class NamedJobs:
+    """Answers ``jobs_named`` with a fixed queue."""
+
+    def __init__(self, jobs: list[JobInfo]) -> None:
+        self.jobs = jobs
+
+    async def jobs_named(self, prefix: str, states: str = "") -> list[JobInfo]:
+        return [j for j in self.jobs if j.name.startswith(prefix)]
+
+    def home(self, username: str) -> str:
+        return pwd.getpwnam(username).pw_dir
+
+
+def test_a_run_adopts_only_its_own_users_job_of_its_name(tmp_path: Path) -> None:
+    """A job's name is its user's: another user's job named like a run's is not the run's."""
+    data = example()
+    data["hub"]["state_dir"] = str(tmp_path)
+    store = RunStore(tmp_path / "runs.sqlite")
+    forged = store.add_run("usage", "root", {}, project="factory-ops", account="factory-ops")
+    real = store.add_run("usage", "root", {}, project="factory-ops", account="factory-ops")
+    prefix = parse_site(data).slurm.job_name_prefix
+    slurm = NamedJobs(
+        [
+            JobInfo("7", "RUNNING", name=f"{prefix}-report-{forged.id}", user="sofia"),
+            JobInfo("8", "RUNNING", name=f"{prefix}-report-{real.id}", user="root"),
+        ]
+    )
+    engine = ReportEngine(parse_site(data), store, Catalog([]), slurm, "tag")  # type: ignore[arg-type]
+    asyncio.run(engine.recover())
+    assert store.run(forged.id).status == "failed" and store.run(forged.id).job_id == ""
+    assert store.run(real.id).job_id == "8"

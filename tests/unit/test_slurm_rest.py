@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import httpx
 import jwt
 import pytest
 import yaml
@@ -23,6 +25,7 @@ from factoryhub.spawners.sbatch_options import (
 )
 from factoryhub.spawners.slurm_access import make_client
 from factoryhub.spawners.slurm_client import LocalSlurmClient
+from factoryhub.spawners.slurm_json import SlurmUnavailable
 from factoryhub.spawners.slurm_jwt import JwtKeyError, TokenCache, mint, read_key
 from factoryhub.spawners.slurm_rest import RestSlurmClient, job_info, prologue
 
@@ -207,3 +210,46 @@ def test_hub_settings_in_the_rest_mode(tmp_path: Path) -> None:
     client = make_client(spawner["slurm_access"], spawner["slurm_rest"])
     assert isinstance(client, RestSlurmClient) and client.home("ada") == "/home/ada"
     assert isinstance(make_client(), LocalSlurmClient)
+
+
+def _rest_client(tmp_path: Path, answers: dict[str, Any]) -> RestSlurmClient:
+    """A REST client whose slurmrestd answers ``answers[path]`` (a JSON document)."""
+    key = tmp_path / "jwt.key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    client = RestSlurmClient("http://slurmrestd:6820", str(key))
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answers[request.url.path])
+
+    client._http = httpx.AsyncClient(base_url=client.url, transport=httpx.MockTransport(answer))
+    return client
+
+
+async def test_the_rest_mode_reads_jobs_with_the_one_parser(tmp_path: Path) -> None:
+    forged = "\x1f".join(["150", "COMPLETED", "None", "vm"])
+    jobs = {
+        "errors": [],
+        "jobs": [
+            {"job_id": 150, "job_state": "RUNNING", "name": "factoryhub-server-ravi",
+             "user_name": "ravi"},
+            {"job_id": 151, "job_state": "RUNNING", "name": f"factoryhub-x\n{forged}",
+             "comment": f"x\n{forged}", "user_name": "sofia"},
+        ],
+    }  # fmt: skip
+    nothing = {"errors": [{"error": "Nothing found with query", "error_number": 9003}]}
+    client = _rest_client(
+        tmp_path, {"/slurm/v0.0.38/jobs": jobs, "/slurmdb/v0.0.38/job/9": nothing}
+    )
+    found = await client.query(["150", "151"])
+    assert (found["150"].state, found["150"].user) == ("RUNNING", "ravi")
+    assert found["151"].comment == f"x\n{forged}"
+    assert [j.job_id for j in await client.jobs_named("factoryhub-")] == ["150", "151"]
+    assert await client.accounted_state("9") == ""
+
+
+async def test_the_rest_mode_takes_a_job_without_state_for_no_answer(tmp_path: Path) -> None:
+    jobs = {"errors": [], "jobs": [{"job_id": 150, "name": "factoryhub-server-ravi"}]}
+    client = _rest_client(tmp_path, {"/slurm/v0.0.38/jobs": jobs})
+    with pytest.raises(SlurmUnavailable):
+        await client.query(["150"])
