@@ -17,20 +17,20 @@ and the README assumes, nothing of factoryhub's:
 No apt lists, no /etc/apt/sources.list of debootstrap's: the container gets this host's package
 client configuration when it is created (`client_config_tar`): apt's sources, apt.conf.d,
 preferences, keyrings; pip's /etc/pip.conf, /etc/xdg/pip and root's ~/.config/pip (which
-names the local wheel folders); npm's /etc/npmrc, /usr/etc/npmrc
-and root's ~/.npmrc; the CA bundle (TLS is inspected here) and the local CAs it is made from;
-the PIP_* variables of this process; the local wheel folders (read-only mounts). Only
+names the local wheel folders); npm's /etc/npmrc, /usr/etc/npmrc and root's ~/.npmrc; the CA
+bundle (TLS is inspected here) and the local CAs it is made from; the PIP_* variables of this
+process; the local wheel folders (read-only mounts). Only
 download caches are shared with the host (``$FACTORYHUB_FRESH_CACHE``, default
 /var/cache/factoryhub-fresh/{apt,pip,npm}); nothing installed comes from it.
 
 The container runs in its own network namespace on podman's default bridge network (the host
 runs its own Slurm and hub on the same loopback ports), with outbound access through the host.
 It runs ``--privileged``: the local factory starts munged, slurmctld, slurmd (which switches
-to users, sets their limits and runs their jobs through slurmstepd), slurmdbd, MariaDB and
-creates Unix users (useradd, PAM's runuser), which need capabilities beyond podman's default
-set (SYS_RESOURCE, AUDIT_WRITE, SYS_NICE, ...); the container is thrown away after the test,
-and nothing of the host is mounted writable into it but the test's own temporary source copy
-and download caches. PID 1 is a bash loop that reaps the daemons' orphans (no catatonit here).
+to users, sets their limits and runs their jobs through slurmstepd), slurmdbd and MariaDB, and
+creates Unix users (useradd, runuser through PAM). A narrower capability set has not been
+worked out (each try is a whole `make up`); the container is thrown away after the test, and
+nothing of the host is mounted writable into it but the test's temporary copy of the tree and
+the download caches. PID 1 is a bash loop that reaps the daemons' orphans (no catatonit here).
 """
 
 from __future__ import annotations
@@ -347,6 +347,23 @@ class FreshMachine:
                 proc.wait()
                 rc = None
         return rc, time.monotonic() - started
+
+    def collect_logs(self, dest: Path) -> None:
+        """Every ``*.log`` of the factory and of the users' jobs (under /var/lib/factoryhub,
+        /home, /var/log) into ``dest``, replacing what an earlier run left there."""
+        find = "find /var/lib/factoryhub /home /var/log -name '*.log' -type f -print0"
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        try:
+            done = subprocess.run(
+                ["podman", "exec", self.name, "bash", "-c", f"{find} | tar --null -T - -cf -"],
+                capture_output=True,
+                timeout=120,
+            )
+            with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+                tar.extractall(dest, filter="data")
+        except (OSError, subprocess.SubprocessError, tarfile.TarError) as failed:
+            log(f"no logs collected from {self.name}: {failed}")
 
     def remove(self) -> None:
         podman("rm", "-f", "-t", "5", self.name, check=False, timeout=120)

@@ -11,7 +11,8 @@ every target is the container's loopback; tests/fresh/checker.py): the hub answe
 user sofia signs in through the IdP and lands on the spawn form, a spawn through the hub API
 (the operator token of the container's `make up`) becomes a running Slurm job whose server
 answers, the stop leaves no job in Slurm; and a second ``make up`` succeeds within a minute.
-Timings go to the terminal and test-artifacts/fresh-timings.json. The container (unique name
+Timings go to the terminal and test-artifacts/fresh-timings.json, the container's logs (the
+factory's and the jobs') to test-artifacts/fresh-logs/. The container (unique name
 per run) and the temporary tree are removed at the end, pass or fail.
 """
 
@@ -42,6 +43,7 @@ CHECKER = Path(__file__).with_name("checker.py")
 MAKE_UP_LIMIT = 15 * 60
 SECOND_MAKE_UP_LIMIT = 60
 TOKEN_FILE = "/var/lib/factoryhub/local/admin-api-token"
+HUB_LOG = "/var/lib/factoryhub/local/hub.log"
 USER, PASSWORD = "sofia", "factory-demo"  # local/idp/demo-users.json, project acme-ai
 SPAWN_OPTIONS = {"project": "acme-ai", "profile": "cpu-small"}
 
@@ -78,7 +80,9 @@ class Fresh:
             text=True,
             timeout=400,
         )
-        assert done.returncode == 0, f"check {action}: {done.stderr.strip()[-3000:]}"
+        if done.returncode != 0:
+            hub_log = self.machine.exec("tail", "-n", "40", HUB_LOG).stdout
+            pytest.fail(f"check {action}: {done.stderr.strip()[-3000:]}\n{HUB_LOG}:\n{hub_log}")
         return json.loads(done.stdout)
 
     def jobs_of(self, user: str) -> list[slurm_json.JobInfo]:
@@ -128,6 +132,7 @@ def fresh(request: pytest.FixtureRequest) -> Iterator[Fresh]:
         say(f"make up in the fresh container: {_outcome(*fresh.make_up)}")
         yield fresh
     finally:
+        fresh.machine.collect_logs(ARTIFACTS / "fresh-logs")
         fresh.machine.remove()
         fresh.timings["whole"] = round(time.monotonic() - started, 1)
         say(f"timings (s): {fresh.timings}")
