@@ -350,19 +350,17 @@ class FreshMachine:
 
     def collect_logs(self, dest: Path) -> None:
         """Every ``*.log`` of the factory and of the users' jobs (under /var/lib/factoryhub,
-        /home, /var/log) into ``dest``, replacing what an earlier run left there."""
-        find = "find /var/lib/factoryhub /home /var/log -name '*.log' -type f -print0"
+        /home, /var/log) into ``dest``, replacing what an earlier run left there; gathered in
+        the container first, so nothing else of its state (keys, tokens) leaves it."""
+        gather = (
+            "rm -rf /tmp/fresh-logs && mkdir /tmp/fresh-logs && find /var/lib/factoryhub /home"
+            " /var/log -name '*.log' -type f -exec cp --parents -t /tmp/fresh-logs {} +"
+        )
         shutil.rmtree(dest, ignore_errors=True)
-        dest.mkdir(parents=True)
         try:
-            done = subprocess.run(
-                ["podman", "exec", self.name, "bash", "-c", f"{find} | tar --null -T - -cf -"],
-                capture_output=True,
-                timeout=120,
-            )
-            with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
-                tar.extractall(dest, filter="data")
-        except (OSError, subprocess.SubprocessError, tarfile.TarError) as failed:
+            self.exec("bash", "-c", gather)
+            podman("cp", f"{self.name}:/tmp/fresh-logs", str(dest), timeout=120)
+        except (RuntimeError, subprocess.SubprocessError) as failed:
             log(f"no logs collected from {self.name}: {failed}")
 
     def remove(self) -> None:

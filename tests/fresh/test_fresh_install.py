@@ -132,8 +132,10 @@ def fresh(request: pytest.FixtureRequest) -> Iterator[Fresh]:
         say(f"make up in the fresh container: {_outcome(*fresh.make_up)}")
         yield fresh
     finally:
-        fresh.machine.collect_logs(ARTIFACTS / "fresh-logs")
-        fresh.machine.remove()
+        try:
+            fresh.machine.collect_logs(ARTIFACTS / "fresh-logs")
+        finally:
+            fresh.machine.remove()
         fresh.timings["whole"] = round(time.monotonic() - started, 1)
         say(f"timings (s): {fresh.timings}")
         (ARTIFACTS / "fresh-timings.json").write_text(json.dumps(fresh.timings, indent=1) + "\n")
