@@ -27,6 +27,7 @@ API_VERSION = "v0.0.38"
 USER = "slurmrestd"
 # openapi/v0.0.38: jobs, nodes, partitions, reservations; openapi/dbv0.0.38: accounting.
 PLUGINS = f"openapi/{API_VERSION},openapi/db{API_VERSION}"
+AUTH_PLUGIN = "rest_auth/jwt"
 BINARY = "/usr/sbin/slurmrestd"
 
 
@@ -57,7 +58,7 @@ def start(log: Path, pidfile: Path) -> int:
     env = {"PATH": "/usr/sbin:/usr/bin:/bin", "SLURM_JWT": "daemon", "LANG": "C.UTF-8"}
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [BINARY, "-s", PLUGINS, "-a", "rest_auth/jwt", f"127.0.0.1:{PORT}"],
+            [BINARY, "-s", PLUGINS, "-a", AUTH_PLUGIN, f"127.0.0.1:{PORT}"],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
