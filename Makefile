@@ -1,6 +1,7 @@
 # FactoryHub on one machine. Run as root.
 #   make up [SITE=path/to/site.yaml]   Slurm + demo users + hub on http://127.0.0.1:8000
 #   make down | make status | make test | make lint | make images | make chart-schema
+#   make lock [UPGRADE=1]              recompile requirements/local.lock and test.lock (uv)
 VENV ?= /opt/factoryhub/venv
 SITE ?=
 PYTHON := $(VENV)/bin/python
@@ -10,10 +11,15 @@ ARTIFACTS := test-artifacts
 export FACTORYHUB_VENV := $(VENV)
 export FACTORYHUB_REPO := $(CURDIR)
 
-.PHONY: install install-test up down status lint test test-fresh bench images chart-schema
+.PHONY: install install-test lock up down status lint test test-fresh bench images chart-schema
 
+# make up installs requirements/local.lock; make test (install-test) requirements/test.lock.
 install:
 	bash local/install.sh
+
+# The locks, from pyproject.toml and requirements/*.in, with a pinned uv in a temporary venv.
+lock:
+	/usr/bin/python3 local/lock.py $(if $(UPGRADE),--upgrade)
 
 up: install
 	$(if $(SITE),FACTORYHUB_SITE_FILE="$(abspath $(SITE))") $(LOCAL) up
