@@ -349,12 +349,15 @@ class FreshMachine:
         return rc, time.monotonic() - started
 
     def collect_logs(self, dest: Path) -> None:
-        """Every ``*.log`` of the factory and of the users' jobs (under /var/lib/factoryhub,
-        /home, /var/log) into ``dest``, replacing what an earlier run left there; gathered in
-        the container first, so nothing else of its state (keys, tokens) leaves it."""
+        """The factory's logs (``*.log`` under /var/lib/factoryhub and /var/log/munge) and the
+        users' job logs (``~/.factoryhub/``) into ``dest``, replacing what an earlier run left
+        there; gathered in the container first, so nothing else of its state (keys, tokens)
+        leaves it."""
         gather = (
-            "rm -rf /tmp/fresh-logs && mkdir /tmp/fresh-logs && find /var/lib/factoryhub /home"
-            " /var/log -name '*.log' -type f -exec cp --parents -t /tmp/fresh-logs {} +"
+            "rm -rf /tmp/fresh-logs && mkdir /tmp/fresh-logs && find /var/lib/factoryhub"
+            " /var/log/munge /home -name '*.log' -type f"
+            " \\( -path '/home/*' -path '*/.factoryhub/*' -o -not -path '/home/*' \\)"
+            " -exec cp --parents -t /tmp/fresh-logs {} +"
         )
         shutil.rmtree(dest, ignore_errors=True)
         try:
