@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pwd
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +17,7 @@ from factoryhub.local import accounting
 from factoryhub.local import slurm as local_slurm
 from factoryhub.spawners import slurm_accounts
 from tests.integration.slurm_fixtures import UnixUsers
+from tests.integration.waiting import wait_until
 
 pytestmark = pytest.mark.slurm
 
@@ -40,15 +40,6 @@ def sbatch_as(user: str, *args: str) -> subprocess.CompletedProcess:
 def refused(out: subprocess.CompletedProcess) -> bool:
     text = out.stderr.lower()
     return out.returncode != 0 and ("invalid account" in text or "association" in text)
-
-
-def wait_for(check, timeout: float = 30, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 @pytest.fixture
@@ -118,7 +109,8 @@ def test_association_lets_the_user_charge_that_account_and_no_other(project_user
         )
         return res.stdout.strip()
 
-    assert wait_for(sacct_account, timeout=30) == PROJECT_A
+    shown = wait_until(sacct_account, 30, lambda: f"sacct lists no account for job {job_id}")
+    assert shown == PROJECT_A
 
     other = sbatch_as(user, f"--account={PROJECT_B}", "--wrap", "true")
     assert refused(other), (other.returncode, other.stderr)

@@ -7,6 +7,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, ElementHandle, Page, Response, sync_playwright
@@ -48,6 +49,11 @@ SPAWN_BOUND = 600.0  # a server (a Slurm job) coming up, from the click to the p
 PAGE_BOUND = 180.0  # a page of the hub's own
 
 
+def without_query(url: str) -> str:
+    """``url`` without its query (which may hold a token)."""
+    return urlsplit(url)._replace(query="", fragment="").geturl()
+
+
 class PageLoads:
     """The page's network responses while a wait runs: the browser's own progress."""
 
@@ -58,7 +64,7 @@ class PageLoads:
 
     def _seen(self, response: Response) -> None:
         self.count += 1
-        self.last = f"{response.status} {response.url}"
+        self.last = f"{response.status} {without_query(response.url)}"
 
     def __enter__(self) -> PageLoads:
         self.page.on("response", self._seen)
@@ -72,8 +78,8 @@ class PageLoads:
         with contextlib.suppress(PlaywrightError):
             text = " ".join(self.page.inner_text("body", timeout=SLICE_MS).split())[:400]
         return (
-            f"the page: {self.page.url}; {self.count} response(s) during the wait, the last "
-            f"{self.last}; it shows: {text}"
+            f"the page: {without_query(self.page.url)}; {self.count} response(s) during the "
+            f"wait, the last {self.last}; it shows: {text}"
         )
 
 

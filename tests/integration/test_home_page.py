@@ -5,13 +5,13 @@ from __future__ import annotations
 import html
 import re
 import subprocess
-import time
 from typing import Any
 
 import pytest
 
 from .hub_fixtures import RunningHub
 from .test_form import signed_in
+from .waiting import wait_until
 
 pytestmark = pytest.mark.slurm
 
@@ -70,7 +70,8 @@ def test_home_page_shows_the_servers_slurm_job(hub: RunningHub, unix_users: Any)
         if spawned:
             hub.stop_server(user)
     if spawned:  # the job goes (it may be listed as completing for a moment)
-        deadline = time.monotonic() + 30
-        while squeue_field(user, "%i") and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert squeue_field(user, "%i") == ""
+        wait_until(
+            lambda: squeue_field(user, "%i") == "",
+            30,
+            lambda: f"the job of {user} is still listed: {squeue_field(user, '%i %T')}",
+        )

@@ -24,6 +24,7 @@ import websocket
 
 from .hub_fixtures import REPO, RunningHub, write_site
 from .test_spawn import jobs_of, wait_no_jobs
+from .waiting import WaitTimeout, wait_until
 
 pytestmark = pytest.mark.slurm
 
@@ -76,20 +77,22 @@ def culler_hub(slurm: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     running.log_path.parent.mkdir(exist_ok=True)
     running.start()
     try:
-        deadline = time.monotonic() + 20
-        while not culler_pids(PORTS[1]) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        pids = culler_pids(PORTS[1])
-        assert pids, f"the hub started no idle culler:\n{running.log_tail()}"
+        pids = wait_until(
+            lambda: culler_pids(PORTS[1]),
+            60,
+            lambda: f"the hub started no idle culler:\n{running.log_tail()}",
+        )
         yield running
     finally:
         running.stop()
+
     # the hub stops its managed service with itself
-    deadline = time.monotonic() + 10
-    while (left := [p for p in pids if Path(f"/proc/{p}").exists()]) and (
-        time.monotonic() < deadline
-    ):
-        time.sleep(0.2)
+    def alive() -> list[int]:
+        return [p for p in pids if Path(f"/proc/{p}").exists()]
+
+    with contextlib.suppress(WaitTimeout):
+        wait_until(lambda: not alive(), 10, lambda: f"culler {alive()} alive")
+    left = alive()
     for pid in left:  # the culler this fixture's hub started, by pid
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
