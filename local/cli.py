@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import idp, pids, processes, site_setup, slurm
+from factoryhub.hub.site import Site
+
+from . import idp, pids, processes, progress, site_setup, slurm
 
 # Local-only demo credentials: the hub on 127.0.0.1 signs these Unix users in.
 DEMO_USERS = ("alice", "bob")
@@ -32,65 +34,90 @@ def cmd_slurm_down(_: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    processes.hub_config_path()  # fail early, before touching anything, if it is missing
-    site_file = Path(args.site).resolve() if args.site else None
-    site = site_setup.load(site_file or processes.default_site_file())
-    cmd_slurm_up(args)
+def _slurm_step(step: progress.Step) -> None:
+    started = slurm.up()
+    if started:
+        step.did.append(f"started {', '.join(f'{n} {p}' for n, p in started.items())}")
+
+
+def _accounts_step(step: progress.Step, site: Site) -> None:
     created = site_setup.project_accounts(site)
     if created:
-        _say(f"Slurm accounts of the projects created: {', '.join(created)}")
-    service_user = site_setup.reports_service_user(site)
-    if service_user:
-        _say(f"scheduled site reports run as {service_user}")
-    cache = site_setup.course_materials_cache(site)
-    if cache:
-        _say(f"courses' git materials are mirrored into {cache}")
-    idp_pid = site_setup.idp_up(site)
-    if idp_pid:
-        assert site.auth.oidc is not None
-        _say(f"identity provider up on {site.auth.oidc.issuer} (pid {idp_pid})")
-        who = "\n".join(
-            f"                        {name:6s} {role:18s} groups: {groups}"
-            for name, role, groups in site_setup.DEMO_IDP_USERS
-        )
-        sign_in = f"""  Sign in (IdP):        password {DEMO_PASSWORD} (local-only demo users)
-{who}"""
-    else:
+        step.did.append(f"projects' accounts {', '.join(created)}")
+    service_user, added = site_setup.reports_service_user(site)
+    if added:
+        step.did.append(f"scheduled site reports run as {service_user}")
+    cache, made = site_setup.course_materials_cache(site)
+    if made:
+        step.did.append(f"courses' git materials are mirrored into {cache}")
+    if site_setup.local_issuer_port(site) is None:
+        new = [u for u in DEMO_USERS if not site_setup.unix_user_exists(u)]
         for user in DEMO_USERS:
             slurm.create_unix_user(user, DEMO_PASSWORD, groups=(DEMO_GROUP,))
-        _say(f"demo users {', '.join(DEMO_USERS)} (group {DEMO_GROUP}) ready")
-        sign_in = f"""  Demo users:           {", ".join(DEMO_USERS)}   password: {DEMO_PASSWORD}
+        if new:
+            step.did.append(f"demo users {', '.join(new)} (group {DEMO_GROUP})")
+
+
+def _sign_in_text(site: Site) -> str:
+    if site_setup.local_issuer_port(site) is None:
+        return f"""  Demo users:           {", ".join(DEMO_USERS)}   password: {DEMO_PASSWORD}
                         (local-only demo credentials; the hub listens on 127.0.0.1)"""
+    who = "\n".join(
+        f"                        {name:6s} {role:18s} groups: {groups}"
+        for name, role, groups in site_setup.DEMO_IDP_USERS
+    )
+    return f"""  Sign in (IdP):        password {DEMO_PASSWORD} (local-only demo users)
+{who}"""
+
+
+def _summary(site: Site) -> str:
+    base = processes.HUB_URL.rstrip("/")
     reports = (
-        f"  Reports:              {processes.HUB_URL.rstrip('/')}/services/reports/ "
+        f"  Reports:              {base}/services/reports/ "
         "(who may use which report: reports.access in the site file)\n"
         if site.reports.enabled
         else ""
     )
     courses = "".join(
-        f"  Course {c.name}:{'':{max(1, 14 - len(c.name))}s}{processes.HUB_URL.rstrip('/')}"
+        f"  Course {c.name}:{'':{max(1, 14 - len(c.name))}s}{base}"
         f"/services/courses/course/{c.name} (trainers: "
         f"{', '.join([*c.trainer_users, *c.trainer_groups])}; participants: "
         f"{', '.join([*c.participant_users, *c.participant_groups])})\n"
         for c in site.courses.courses
         if site.courses.active
     )
-    pid, started = processes.up_hub(site_file)
-    _say(f"hub {'started' if started else 'already running'} (pid {pid})")
-    print(
-        f"""
+    return f"""
   FactoryHub is up:     {processes.HUB_URL}
-{reports}{courses}{sign_in}
+{reports}{courses}{_sign_in_text(site)}
   Admin API token file: {processes.ADMIN_TOKEN_FILE}
   Logs:                 hub {processes.HUB_LOG}
                         slurm {slurm.LOG_DIR}/slurmctld.log, {slurm.LOG_DIR}/slurmd.log
                         accounting {slurm.LOG_DIR}/slurmdbd.log, {slurm.MARIADB_LOG}
                         munge {slurm.MUNGE_LOG}
   Stop / inspect:       make down / make status
-""",
-        flush=True,
-    )
+"""
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    processes.hub_config_path()  # fail early, before touching anything, if it is missing
+    site_file = Path(args.site).resolve() if args.site else None
+    site = site_setup.load(site_file or processes.default_site_file())
+    steps = progress.Progress(4, _say)
+    with steps.step(1, "Slurm daemons", "starting the Slurm daemons") as step:
+        _slurm_step(step)
+    with steps.step(2, "accounts and users", "creating accounts and users") as step:
+        _accounts_step(step, site)
+    with steps.step(3, "identity provider", "starting the identity provider") as step:
+        idp_pid = site_setup.idp_up(site)
+        if idp_pid and idp_pid[1]:
+            assert site.auth.oidc is not None
+            step.did.append(f"up on {site.auth.oidc.issuer} (pid {idp_pid[0]})")
+    with steps.step(4, "hub", "starting the hub") as step:
+        pid, started = processes.up_hub(site_file)
+        if started:
+            step.did.append(f"started (pid {pid})")
+    _say(steps.summary("up"))
+    print(_summary(site), flush=True)
     return 0
 
 

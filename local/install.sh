@@ -194,10 +194,10 @@ fi
 #    reinstalled whenever package-lock.json changed.
 npm_stamp="$REPO/node_modules/.factoryhub-lock.sha256"
 npm_hash="$(sha256sum "$REPO/package-lock.json" | cut -d' ' -f1)"
+npm_ci() { cd "$REPO" && npm ci --no-audit --no-fund --loglevel=error; }  # runs in a subshell
 if [ ! -x "$PROXY_BIN" ] || [ "$(cat "$npm_stamp" 2>/dev/null)" != "$npm_hash" ]; then
     step_begin 5 "npm packages (configurable-http-proxy, oidc-provider) in $REPO/node_modules"
-    run_or_die "installing npm packages" "npm ci" \
-        bash -c 'cd "$1" && npm ci --no-audit --no-fund --loglevel=error' npm-ci "$REPO"
+    run_or_die "installing npm packages" "npm ci" npm_ci
     [ -x "$PROXY_BIN" ] || die "npm did not install $PROXY_BIN"
     [ -d "$REPO/node_modules/oidc-provider" ] || die "npm did not install oidc-provider"
     echo "$npm_hash" >"$npm_stamp"

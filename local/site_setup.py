@@ -4,6 +4,7 @@ service user and the courses' materials folder."""
 
 from __future__ import annotations
 
+import pwd
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -31,9 +32,9 @@ def local_issuer_port(site: Site) -> int | None:
     return issuer.port or 80
 
 
-def idp_up(site: Site) -> int | None:
-    """Start the local identity provider with the hub as its client; its pid, or None when
-    the site signs in elsewhere."""
+def idp_up(site: Site) -> tuple[int, bool] | None:
+    """Start the local identity provider with the hub as its client; (its pid, whether this
+    call started it), or None when the site signs in elsewhere."""
     port = local_issuer_port(site)
     if port is None:
         return None
@@ -42,9 +43,11 @@ def idp_up(site: Site) -> int | None:
     state_dir = (
         Path(oidc.client_secret_file).parent if oidc.client_secret_file else idp.DEFAULT_STATE_DIR
     )
+    running = idp.status(state_dir)
     secret = idp.client_secret(state_dir)
     client = idp.hub_client(site.hub.public_url, secret, client_id=oidc.client_id)
-    return idp.up(port=port, state_dir=state_dir, clients=[client], issuer=oidc.issuer)
+    pid = idp.up(port=port, state_dir=state_dir, clients=[client], issuer=oidc.issuer)
+    return pid, pid != running
 
 
 def project_accounts(site: Site) -> list[str]:
@@ -56,30 +59,40 @@ def project_accounts(site: Site) -> list[str]:
     ]
 
 
-def reports_service_user(site: Site) -> str:
+def reports_service_user(site: Site) -> tuple[str, bool]:
     """The Unix user that runs scheduled site reports, with an association to its project's
-    account ("" when the site has none)."""
+    account ("" when the site has none), and whether this call created any of it."""
     name = site.reports.service_user
     if not (site.reports.enabled and name):
-        return ""
+        return "", False
     from . import slurm
 
+    created = not unix_user_exists(name)
     slurm.create_unix_user(name)
     account = site.project(site.reports.service_project).account
-    accounting.ensure_account(account, site.reports.service_project)
-    accounting.ensure_user_in_account(name, account)
-    return name
+    created |= accounting.ensure_account(account, site.reports.service_project)
+    created |= accounting.ensure_user_in_account(name, account)
+    return name, created
 
 
-def course_materials_cache(site: Site) -> str:
+def unix_user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def course_materials_cache(site: Site) -> tuple[str, bool]:
     """The folder of git course materials (readable by every participant), when a course
-    has git materials; "" otherwise."""
+    has git materials ("" otherwise), and whether this call created it."""
     if not any(c.materials_git for c in site.courses.courses):
-        return ""
+        return "", False
     folder = Path(site.courses.materials_cache)
+    created = not folder.is_dir()
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o755)
-    return str(folder)
+    return str(folder), created
 
 
 def load(path: Path) -> Site:
