@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from factoryhub.local import slurm as local_slurm
+from factoryhub.spawners import slurm_json
 
 from .hub_fixtures import RunningHub
 from .kernel import run_in_kernel
@@ -21,13 +22,12 @@ pytestmark = pytest.mark.slurm
 
 
 def jobs_of(user: str) -> list[str]:
+    """``"<id> <state> <name>"`` of each of the user's active jobs (from ``squeue --json``)."""
     out = subprocess.run(
-        ["squeue", "--noheader", f"--user={user}", "--format=%i %T %j"],
-        capture_output=True,
-        text=True,
-        check=True,
+        ["squeue", "--json"], capture_output=True, text=True, check=True, timeout=30
     ).stdout
-    return [line for line in out.splitlines() if line.strip()]
+    jobs = slurm_json.jobs_of(slurm_json.loads(out, "squeue --json"))
+    return [f"{j.job_id} {j.state} {j.name}" for j in jobs if j.user == user and j.active]
 
 
 def wait_no_jobs(user: str, timeout: float = 30) -> None:
