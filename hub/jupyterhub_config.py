@@ -13,6 +13,7 @@ from traitlets.config import Config
 from factoryhub.hub.hub_config import SecretMissing, hub_settings
 from factoryhub.hub.site import SiteError, example_site_path, load_site
 from factoryhub.spawners.poller import start_with_hub
+from factoryhub.spawners.private_state import private_file
 from factoryhub.spawners.slurm_access import make_client
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821
@@ -33,6 +34,12 @@ try:
 except SecretMissing as _error:
     print(f"factoryhub: the hub will not start.\n{_site_path}: {_error}", file=sys.stderr)
     sys.exit(2)
+
+# JupyterHub creates its SQLite database with the umask's mode (not set here: Slurm hands
+# the submitter's umask on to users' jobs): make it private first.
+_db_url = _settings["JupyterHub"]["db_url"]
+if _db_url.startswith("sqlite:///"):
+    private_file(_db_url.removeprefix("sqlite:///"))
 
 # The one thing this file starts rather than sets: the shared Slurm poller must run from
 # the hub's start (orphans of a crashed hub have no server to wake it).

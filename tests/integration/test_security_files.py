@@ -297,3 +297,19 @@ def test_the_local_factory_state_folder_is_root_only(slurm: Any) -> None:
     root may enter (``slurm-up`` makes it so; the session's Slurm fixture ran it)."""
     info = pids.LOCAL_DIR.stat()
     assert info.st_uid == 0 and info.st_mode & 0o777 == 0o700, oct(info.st_mode)
+
+
+def test_the_hubs_state_files_are_private(hub: RunningHub) -> None:
+    """Every file in the hub's state folder (its database, cookie secret, identities, token
+    files) is the hub's alone, in a folder only it may enter."""
+    assert hub.state_dir.stat().st_mode & 0o777 == 0o700
+    # (factory.yaml is the test's own site file, written before the hub started; proxy.pid
+    # holds a process id, rewritten by JupyterHub with the umask's mode)
+    files = [
+        p
+        for p in hub.state_dir.iterdir()
+        if p.is_file() and p.name not in ("factory.yaml", "proxy.pid")
+    ]
+    assert any(p.name == "jupyterhub.sqlite" for p in files)
+    loose = {p.name: oct(p.stat().st_mode & 0o777) for p in files if p.stat().st_mode & 0o077}
+    assert not loose, loose
