@@ -10,6 +10,7 @@ module starts it in its own session and records its pid.
 
 from __future__ import annotations
 
+import os
 import pwd
 import subprocess
 from pathlib import Path
@@ -56,7 +57,11 @@ def start(log: Path, pidfile: Path) -> int:
     entry = pwd.getpwnam(USER)
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {"PATH": "/usr/sbin:/usr/bin:/bin", "SLURM_JWT": "daemon", "LANG": "C.UTF-8"}
-    with log.open("ab") as out:
+    # slurmrestd logs callers and requests: root's (and the daemon's) alone
+    with open(
+        os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600), "ab"
+    ) as out:
+        os.fchmod(out.fileno(), 0o600)
         proc = subprocess.Popen(
             [BINARY, "-s", PLUGINS, "-a", AUTH_PLUGIN, f"127.0.0.1:{PORT}"],
             stdin=subprocess.DEVNULL,
