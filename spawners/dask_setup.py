@@ -11,6 +11,14 @@ environment variables still override them.
 
 Worker jobs carry ``--comment=<hub tag>/dask-of/<server job id>``: the hub's shared poller
 cancels them as soon as that server job has ended, whatever ended it.
+
+Clusters are private: each server job makes its own temporary credentials
+(``distributed.security.Security.temporary()``: a self-signed key and certificate, also the
+only CA) and writes them, 0600 in the 0700 configuration folder, beside the YAML. Dask's own
+TLS keys (``distributed.comm.tls.*``) point every role at them, the scheduler listens on
+``tls://`` (``scheduler-options``) and worker jobs get the paths (never the key) on their
+command line (``worker-extra-args``). Scheduler, workers and clients verify each other
+against that one certificate, so only processes that can read the user's file can connect.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from typing import Any
 from . import user_files
 
 ENV_VAR = "FACTORYHUB_DASK"
+CERT_FILE, KEY_FILE = "tls-cert.pem", "tls-key.pem"
 DASHBOARD_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
 _PARENT = re.compile(r"/dask-of/([0-9]+)$")
 
@@ -78,10 +87,39 @@ def _memory(gb: float) -> str:
     return f"{mib // 1024}GiB" if mib % 1024 == 0 else f"{mib}MiB"
 
 
+def tls_paths(folder: str) -> tuple[str, str]:
+    """The server job's certificate and key, in its configuration folder."""
+    return f"{folder}/{CERT_FILE}", f"{folder}/{KEY_FILE}"
+
+
+def tls_config(folder: str) -> dict[str, Any]:
+    """``distributed.comm.tls``: the one temporary certificate is the CA and every role's."""
+    cert, key = tls_paths(folder)
+    return {
+        "ca-file": cert,
+        **{role: {"cert": cert, "key": key} for role in ("scheduler", "worker", "client")},
+    }
+
+
+def worker_tls_args(folder: str) -> list[str]:
+    """What a worker job's ``dask worker`` gets: paths only, never the key itself."""
+    cert, key = tls_paths(folder)
+    return ["--protocol", "tls://", "--tls-ca-file", cert, "--tls-cert", cert, "--tls-key", key]
+
+
+def temporary_credentials() -> dict[str, str]:
+    """A fresh key and self-signed certificate (PEM) by file name, from ``distributed``."""
+    from distributed.security import Security
+
+    security = Security.temporary()
+    return {CERT_FILE: security.tls_scheduler_cert, KEY_FILE: security.tls_scheduler_key}
+
+
 def dask_config(
-    payload: Mapping[str, Any], *, job_id: str, home: str, interface: str
+    payload: Mapping[str, Any], *, job_id: str, home: str, interface: str, folder: str
 ) -> dict[str, dict[str, Any]]:
-    """The three YAML documents (by file name) for a server job."""
+    """The three YAML documents (by file name) for a server job whose configuration folder
+    (holding its TLS credentials) is ``folder``."""
     slurm: dict[str, Any] = {
         "name": payload["job_name"],
         "cores": payload["cores"],
@@ -94,15 +132,21 @@ def dask_config(
         "python": payload["python"],
         "log-directory": f"{home}/.factoryhub/dask-logs",
         "job-extra-directives": [f"--comment={dask_comment(payload['hub_tag'], job_id)}"],
-        # The scheduler runs in the user's kernel; its dashboard listens on loopback only
-        # and is reached through the user's own server (jupyter-server-proxy).
-        "scheduler-options": {"dashboard_address": "127.0.0.1:0"},
+        "worker-extra-args": worker_tls_args(folder),
+        # The scheduler runs in the user's kernel and speaks TLS only; its dashboard listens
+        # on loopback only and is reached through the user's own server (jupyter-server-proxy).
+        "scheduler-options": {"dashboard_address": "127.0.0.1:0", "protocol": "tls://"},
     }
     if payload.get("account"):
         slurm["account"] = payload["account"]
     return {
         "jobqueue.yaml": {"jobqueue": {"slurm": slurm}},
-        "distributed.yaml": {"distributed": {"dashboard": {"link": DASHBOARD_LINK}}},
+        "distributed.yaml": {
+            "distributed": {
+                "dashboard": {"link": DASHBOARD_LINK},
+                "comm": {"tls": tls_config(folder)},
+            }
+        },
         "labextension.yaml": {
             "labextension": {
                 "factory": {
@@ -139,8 +183,11 @@ def write_dask_config(environ: Mapping[str, str], *, ip: str) -> str | None:
     payload = json.loads(raw)
     home = environ.get("HOME") or os.path.expanduser("~")
     target = Path(home) / ".factoryhub" / "jobs" / job_id / "dask"
-    documents = dask_config(payload, job_id=job_id, home=home, interface=interface_of(ip))
+    documents = dask_config(
+        payload, job_id=job_id, home=home, interface=interface_of(ip), folder=str(target)
+    )
     texts = {name: yaml.safe_dump(doc, sort_keys=False) for name, doc in documents.items()}
+    texts.update(temporary_credentials())
     try:
         _write(Path(home).absolute(), target.parts[-4:], texts)
     except OSError as e:  # a full home, or a link there that is not the user's own
@@ -156,12 +203,20 @@ def _write(home: Path, folder: tuple[str, ...], texts: Mapping[str, str]) -> Non
         os.close(user_files.open_subdir(home_fd, (".factoryhub", "dask-logs"), create=0o700))
         dir_fd = user_files.open_subdir(home_fd, folder, create=0o700)
         try:
+            _private(dir_fd)
             for name, text in texts.items():
                 user_files.write_replace(dir_fd, name, io.BytesIO(text.encode()), 0o600)
         finally:
             os.close(dir_fd)
     finally:
         os.close(home_fd)
+
+
+def _private(dir_fd: int) -> None:
+    """The folder holding the key is the user's own and 0700, whatever was there before."""
+    if os.fstat(dir_fd).st_uid != os.getuid():
+        raise PermissionError(f"the Dask configuration folder is not owned by uid {os.getuid()}")
+    os.fchmod(dir_fd, 0o700)
 
 
 def _prune(jobs: Path, keep: Path, days: float = 7) -> None:

@@ -111,8 +111,11 @@ def payload(**over: Any) -> dict[str, Any]:
     return out
 
 
+FOLDER = "/home/ada/.factoryhub/jobs/42/dask"
+
+
 def test_dask_config_documents() -> None:
-    docs = dask_config(payload(), job_id="42", home="/home/ada", interface="lo")
+    docs = dask_config(payload(), job_id="42", home="/home/ada", interface="lo", folder=FOLDER)
     slurm = docs["jobqueue.yaml"]["jobqueue"]["slurm"]
     assert slurm["queue"] == "batch" and slurm["account"] == "acme-ai"
     assert slurm["cores"] == 2 and slurm["memory"] == "1536MiB" and slurm["interface"] == "lo"
@@ -123,14 +126,18 @@ def test_dask_config_documents() -> None:
     assert link == "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
     assert docs["labextension.yaml"]["labextension"]["factory"]["class"] == "SLURMCluster"
     # the site's interface wins over the one found
-    docs = dask_config(payload(interface="ib0"), job_id="42", home="/h", interface="lo")
+    docs = dask_config(
+        payload(interface="ib0"), job_id="42", home="/h", interface="lo", folder=FOLDER
+    )
     assert docs["jobqueue.yaml"]["jobqueue"]["slurm"]["interface"] == "ib0"
 
 
 def test_no_account_without_a_project() -> None:
     p = payload()
     p["account"] = ""
-    slurm = dask_config(p, job_id="1", home="/h", interface="lo")["jobqueue.yaml"]["jobqueue"]
+    slurm = dask_config(p, job_id="1", home="/h", interface="lo", folder=FOLDER)["jobqueue.yaml"][
+        "jobqueue"
+    ]
     assert "account" not in slurm["slurm"]
 
 
@@ -203,3 +210,81 @@ def test_a_planted_link_at_a_config_file_is_replaced_not_followed(tmp_path: Path
     assert victim.read_text() == "keep"
     assert not (folder / "jobqueue.yaml").is_symlink()
     assert (folder / "jobqueue.yaml").stat().st_mode & 0o777 == 0o600
+
+
+def test_scheduler_workers_and_clients_use_the_servers_tls_credentials() -> None:
+    docs = dask_config(payload(), job_id="42", home="/home/ada", interface="lo", folder=FOLDER)
+    cert, key = f"{FOLDER}/tls-cert.pem", f"{FOLDER}/tls-key.pem"
+    tls = docs["distributed.yaml"]["distributed"]["comm"]["tls"]
+    assert tls["ca-file"] == cert
+    for role in ("scheduler", "worker", "client"):
+        assert tls[role] == {"cert": cert, "key": key}
+    slurm = docs["jobqueue.yaml"]["jobqueue"]["slurm"]
+    assert slurm["scheduler-options"] == {"dashboard_address": "127.0.0.1:0", "protocol": "tls://"}
+    args = slurm["worker-extra-args"]
+    assert dict(zip(args[::2], args[1::2], strict=True)) == {
+        "--protocol": "tls://",
+        "--tls-ca-file": cert,
+        "--tls-cert": cert,
+        "--tls-key": key,
+    }
+
+
+def written(tmp_path: Path, job_id: str = "80") -> Path:
+    env = {"FACTORYHUB_DASK": json.dumps(payload()), "SLURM_JOB_ID": job_id, "HOME": str(tmp_path)}
+    target = write_dask_config(env, ip="127.0.0.1")
+    assert target is not None
+    return Path(target)
+
+
+def test_each_server_job_gets_fresh_private_credentials(tmp_path: Path) -> None:
+    first, second = written(tmp_path, "80"), written(tmp_path, "81")
+    assert first.stat().st_mode & 0o777 == 0o700
+    for folder in (first, second):
+        key = (folder / "tls-key.pem").read_text()
+        assert "-----BEGIN PRIVATE KEY-----" in key
+        assert "-----BEGIN CERTIFICATE-----" in (folder / "tls-cert.pem").read_text()
+        for name in ("tls-key.pem", "tls-cert.pem"):
+            assert (folder / name).stat().st_mode & 0o777 == 0o600
+        for name in ("jobqueue.yaml", "distributed.yaml", "labextension.yaml"):
+            assert "PRIVATE KEY" not in (folder / name).read_text()
+    assert (first / "tls-key.pem").read_text() != (second / "tls-key.pem").read_text()
+
+
+def test_an_existing_open_folder_is_made_private(tmp_path: Path) -> None:
+    folder = tmp_path / ".factoryhub" / "jobs" / "82" / "dask"
+    folder.mkdir(parents=True, mode=0o755)
+    folder.chmod(0o755)
+    assert written(tmp_path, "82") == folder
+    assert folder.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_zero_argument_cluster_listens_on_tls_only(tmp_path: Path) -> None:
+    """SLURMCluster() from the written configuration (no Slurm needed until it scales): the
+    scheduler speaks TLS, a worker's job script names the files but holds no key, and a
+    client without the server's credentials (plain TCP, TLS with its own temporary ones) is
+    refused."""
+    import dask.config
+    import pytest
+    from dask_jobqueue import SLURMCluster
+    from distributed import Client
+    from distributed.security import Security
+
+    folder = written(tmp_path)
+    ours = dask.config.collect(paths=[str(folder)], env={})
+    with dask.config.set(dask.config.merge(dask.config.config, ours)):
+        cluster = SLURMCluster()
+        try:
+            address = cluster.scheduler_address
+            assert address.startswith("tls://127.0.0.1:"), address
+            script = cluster.job_script()
+            assert "PRIVATE KEY" not in script
+            assert f"--tls-key {folder}/tls-key.pem" in script
+            with Client(cluster) as mine:
+                assert mine.run_on_scheduler(lambda: 1) == 1
+            plain = address.replace("tls://", "tcp://")
+            for target, security in ((plain, None), (address, Security.temporary())):
+                with pytest.raises(OSError):
+                    Client(target, security=security, timeout=3)
+        finally:
+            cluster.close()
