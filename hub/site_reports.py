@@ -31,6 +31,25 @@ class AccessRule:
 
 
 @dataclass(frozen=True)
+class ReportLimits:
+    """What one person may have at once: runs queued or running, schedules, runs started in
+    the last hour (their own and their schedules' runs)."""
+
+    concurrent_runs_per_person: int = 4
+    schedules_per_person: int = 10
+    runs_per_hour: int = 30
+
+
+@dataclass(frozen=True)
+class SiteReport:
+    """A report the site runs on a schedule as ``service_user``, paid by ``service_project``."""
+
+    report: str
+    schedule: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ReportsSettings:
     enabled: bool = True
     port: int = 10101
@@ -45,9 +64,20 @@ class ReportsSettings:
     service_user: str = ""
     service_project: str = ""
     access: tuple[AccessRule, ...] = field(default_factory=tuple)
+    path_folders: tuple[str, ...] = ()
+    limits: ReportLimits = field(default_factory=ReportLimits)
+    site_reports: tuple[SiteReport, ...] = ()
 
     def output_dir_for(self, home: str, username: str) -> str:
         return self.output_dir.replace("{home}", home).replace("{username}", username)
+
+
+def build_limits(d: Mapping[str, Any]) -> ReportLimits:
+    return ReportLimits(
+        concurrent_runs_per_person=int(d.get("concurrent_runs_per_person", 4)),
+        schedules_per_person=int(d.get("schedules_per_person", 10)),
+        runs_per_hour=int(d.get("runs_per_hour", 30)),
+    )
 
 
 def build_reports(d: Mapping[str, Any], partitions: list[str]) -> ReportsSettings:
@@ -73,6 +103,16 @@ def build_reports(d: Mapping[str, Any], partitions: list[str]) -> ReportsSetting
                 reports=tuple(r.get("reports") or ("*",)),
             )
             for r in d.get("access") or ()
+        ),
+        path_folders=tuple(d.get("path_folders") or ()),
+        limits=build_limits(d.get("limits") or {}),
+        site_reports=tuple(
+            SiteReport(
+                str(r["report"]),
+                str(r["schedule"]),
+                {str(v["name"]): v["value"] for v in r.get("parameters") or ()},
+            )
+            for r in d.get("site_reports") or ()
         ),
     )
 
@@ -112,4 +152,34 @@ def reports_problems(
                 f"(service_user is '{user}')",
             )
         )
+    problems += _site_report_problems(reports.get("site_reports"), user)
     return problems
+
+
+def _site_report_problems(site_reports: Any, user: Any) -> list[tuple[str, str]]:
+    if not isinstance(site_reports, list) or not site_reports:
+        return []
+    problems: list[tuple[str, str]] = []
+    if not (isinstance(user, str) and user):
+        problems.append(
+            ("reports.site_reports", "expected reports.service_user: site reports run as it")
+        )
+    for i, entry in enumerate(site_reports):
+        if isinstance(entry, Mapping) and entry.get("report") == "*":
+            problems.append((f"reports.site_reports[{i}].report", "expected one report, got '*'"))
+        cron = entry.get("schedule") if isinstance(entry, Mapping) else None
+        if isinstance(cron, str) and not _is_cron(cron):
+            problems.append(
+                (
+                    f"reports.site_reports[{i}].schedule",
+                    f"expected a cron expression of five fields, got '{cron}'",
+                )
+            )
+    return problems
+
+
+def _is_cron(text: str) -> bool:
+    from croniter import croniter
+
+    normal = " ".join(text.split())
+    return len(normal.split(" ")) == 5 and bool(croniter.is_valid(normal))

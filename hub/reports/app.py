@@ -70,6 +70,9 @@ def schedule_json(s: Schedule, count: int = 3) -> dict[str, Any]:
         "parameters": s.parameters,
         "project": s.project,
         "enabled": s.enabled,
+        "paused": s.paused,  # why it does not fire ("" when it does)
+        "site": s.site,  # a site report: runs as run_as (the service user)
+        "run_as": s.user,
         "last_fired": s.last_fired,
         "next_runs": [
             t.isoformat(timespec="minutes") for t in schedules.next_runs(s.cron, now, count)
@@ -267,12 +270,12 @@ class ReportPage(BaseHandler):
             self.engine.add_schedule(me, name, cron, values, project)
             self.redirect(url_path_join(self.prefix, "report", name) + "?scheduled=1#schedules")
         except Refused as e:
-            if e.status != 400:
+            if e.status not in (400, 429):
                 raise
             self.show(
                 me,
                 report,
-                status=400,
+                status=e.status,
                 error=e,
                 sent=values,
                 sent_cron=self.get_body_argument("cron", ""),

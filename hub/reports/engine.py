@@ -3,7 +3,9 @@ its job to the end, fire schedules, cancel, and pick up where it left off after 
 
 One ``squeue`` per tick follows every unfinished run. A run whose job Slurm no longer lists
 is finished from Slurm accounting (``sacct``) after two ticks in a row, never from one
-missing answer; when Slurm does not answer at all, runs stay as they are.
+missing answer; when Slurm does not answer at all, runs stay as they are. Following is per
+run: whatever goes wrong with one run (its outputs unreadable, malformed, huge) fails that
+run with the reason, and the others are followed on.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from factoryhub.hub.site_model import Project, Site
 from factoryhub.spawners.slurm_access import SlurmClient
 from factoryhub.spawners.slurm_client import SlurmError, SlurmUnavailable
 
-from . import runner, schedules
+from . import limits, runner, schedules, scheduling
 from .access import Access, Person
-from .catalog import Catalog
-from .outputs import OutputMissing, log_tail, read_owned
+from .catalog import Catalog, Report
+from .outputs import NOTEBOOK_MAX_BYTES, OutputMissing, is_owned_file, log_tail, read_owned
 from .parameters import ParameterError, validate
+from .paths import confine
 from .store import FINAL, Run, RunStore, Schedule
 
 log = logging.getLogger("factoryhub.reports")
@@ -72,8 +75,10 @@ class ReportEngine:
         catalog: Catalog,
         client: SlurmClient,
         hub_tag: str,
+        lookup: scheduling.OwnerLookup | None = None,
     ) -> None:
         self.site = site
+        self.lookup = lookup  # who a schedule's owner is now (the hub's API)
         self.settings = site.reports
         self.store = store
         self.catalog = catalog
@@ -123,8 +128,23 @@ class ReportEngine:
             raise Refused(404, f"There is no report called {report_name!r} you may use.")
         if not self.access.may(person, action, report_name):
             raise Refused(403, self.access.refusal(action, report_name))
+        return self._checked(report, values, person.name)
+
+    def checked_values(self, report_name: str, values: Mapping[str, Any], run_as: str) -> dict:
+        """``values`` checked again for a schedule's run as ``run_as`` (the notebook may have
+        changed, and paths are checked when the run starts)."""
+        report = self.catalog.get(report_name)
+        if report is None:
+            raise Refused(404, f"There is no report called {report_name!r} any more.")
+        return self._checked(report, values, run_as)
+
+    def _checked(self, report: Report, values: Mapping[str, Any], run_as: str) -> dict[str, Any]:
         try:
-            return validate(report.parameters, values)
+            checked = validate(report.parameters, values)
+            if any(p.type == "path" and checked.get(p.name) for p in report.parameters):
+                home = unix_account(run_as, self.client).home
+                checked = confine(report.parameters, checked, home, self.settings.path_folders)
+            return checked
         except ParameterError as e:
             raise Refused(400, f"Some values do not fit the report: {e}", e.problems) from None
 
@@ -133,6 +153,7 @@ class ReportEngine:
     ) -> Run:
         checked = self.check_run(person, report_name, values)
         chosen = self.pick_project(person, project)
+        limits.check_run(self.store, self.settings.limits, person.name)
         run = self.store.add_run(
             report_name, person.name, checked, project=chosen.name, account=chosen.account
         )
@@ -260,30 +281,44 @@ class ReportEngine:
             log.warning("report runs not followed this time: %s", e)
             return
         for run in runs:
-            job = jobs.get(run.job_id)
-            if job is not None and job.active:
-                self._misses.pop(run.id, None)
-                if job.running and run.status == "queued":
-                    self.store.move(run.id, "running")
-                continue
-            if job is not None:
-                await self.finish(run, job.state)
-                continue
-            self._misses[run.id] = self._misses.get(run.id, 0) + 1
-            if self._misses[run.id] >= MISSES_TO_END:
-                try:
-                    state = await self.client.accounted_state(run.job_id)
-                except (SlurmUnavailable, SlurmError) as e:
-                    log.warning("run %s: job %s not listed, sacct: %s", run.id, run.job_id, e)
-                    state = ""
-                await self.finish(run, state)
+            try:
+                await self._follow_one(run, jobs.get(run.job_id))
+            except Exception as e:  # this run's trouble, never the others'
+                log.exception("report run %s could not be followed", run.id)
+                self._fail_unfollowable(run, e)
+
+    def _fail_unfollowable(self, run: Run, error: Exception) -> None:
+        self._misses.pop(run.id, None)
+        reason = f"The service could not read how the run ended ({type(error).__name__})."
+        try:
+            self.store.move(run.id, "failed", error=reason)
+        except Exception:
+            log.exception("report run %s could not be marked failed", run.id)
+
+    async def _follow_one(self, run: Run, job: Any) -> None:
+        if job is not None and job.active:
+            self._misses.pop(run.id, None)
+            if job.running and run.status == "queued":
+                self.store.move(run.id, "running")
+            return
+        if job is not None:
+            await self.finish(run, job.state)
+            return
+        self._misses[run.id] = self._misses.get(run.id, 0) + 1
+        if self._misses[run.id] >= MISSES_TO_END:
+            try:
+                state = await self.client.accounted_state(run.job_id)
+            except (SlurmUnavailable, SlurmError) as e:
+                log.warning("run %s: job %s not listed, sacct: %s", run.id, run.job_id, e)
+                state = ""
+            await self.finish(run, state)
 
     async def finish(self, run: Run, state: str) -> Run:
         """Record how ``run`` ended: its job's final ``state`` and what its outputs say."""
         self._misses.pop(run.id, None)
         account, paths = self.paths(run)
-        outcome = runner.read_outcome_bytes(await self._read(paths.executed, account.uid))
-        has_html = await self._read(paths.html, account.uid) is not None
+        outcome = runner.read_outcome_bytes(await self._read_notebook(paths.executed, account.uid))
+        has_html = await is_owned_file(paths.html, account.uid)
         fields: dict[str, Any] = {
             "notebook_path": str(paths.executed) if outcome.executed else "",
             "html_path": str(paths.html) if has_html else "",
@@ -301,6 +336,8 @@ class ReportEngine:
             # rest access mode, the users' files out of this service's sight: Slurm's word
             return self.store.move(run.id, "succeeded", **fields)
         error = outcome.error if outcome.executed else ""
+        if not error and outcome.error != runner.NO_NOTEBOOK:
+            error = f"The job ended ({state or 'state unknown'}), but {outcome.error}."
         if not error:
             tail = await log_tail(paths.out_dir / f"slurm-{run.job_id}.log", account.uid)
             error = f"The job ended ({state or 'state unknown'}) without an executed notebook."
@@ -310,10 +347,13 @@ class ReportEngine:
         )
 
     @staticmethod
-    async def _read(path: Path, uid: int) -> bytes | None:
+    async def _read_notebook(path: Path, uid: int) -> bytes | runner.TooLarge | None:
+        """The executed notebook's bytes; :class:`runner.TooLarge` when it is over the bound."""
         try:
-            return await read_owned(path, uid)
-        except OutputMissing:
+            return await read_owned(path, uid, NOTEBOOK_MAX_BYTES)
+        except OutputMissing as e:
+            if "larger than" in str(e):
+                return runner.TooLarge(NOTEBOOK_MAX_BYTES)
             return None
 
     async def output(self, run: Run, kind: str) -> bytes:
@@ -343,16 +383,15 @@ class ReportEngine:
         project: str = "",
         now: datetime | None = None,
     ) -> Schedule:
+        """A schedule of ``person``'s: its runs are their jobs, paid by their ``project``."""
         checked = self.check_run(person, report_name, values, action="schedule")
         now = now or datetime.now().astimezone()
         try:
             expression = schedules.check(cron, now, self.min_interval())
         except schedules.ScheduleError as e:
             raise Refused(400, str(e), {"cron": str(e)}) from None
-        if self.settings.service_user:
-            chosen = self.site.project(self.settings.service_project)
-        else:
-            chosen = self.pick_project(person, project)
+        chosen = self.pick_project(person, project)
+        limits.check_schedule(self.store, self.settings.limits, person.name)
         return self.store.add_schedule(report_name, person.name, expression, checked, chosen.name)
 
     def visible_schedules(self, person: Person) -> list[Schedule]:
@@ -367,36 +406,17 @@ class ReportEngine:
             schedule = self.store.schedule(schedule_id)
         except ValueError:
             raise Refused(404, f"There is no schedule {schedule_id}.") from None
+        if schedule.site:
+            raise Refused(
+                403, "A site report's schedule is the site file's (reports.site_reports)."
+            )
         if schedule.user != person.name and not person.admin:
             raise Refused(403, "Only who made a schedule (or a hub admin) can remove it.")
         self.store.delete_schedule(schedule_id)
 
     async def fire_due(self, now: datetime | None = None) -> list[Run]:
-        """Start a run of every schedule that is due (once, however many slots were missed
-        while the service was down)."""
-        now = now or datetime.now().astimezone()
-        started = []
-        for s in self.store.schedules(enabled_only=True):
-            when = schedules.due(s.cron, datetime.fromisoformat(s.last_fired), now)
-            if when is None:
-                continue
-            self.store.fired(s.id, when)
-            project = self.site.project(s.project)
-            run = self.store.add_run(
-                s.report,
-                s.user,
-                s.parameters,
-                project=project.name,
-                account=project.account,
-                run_as=self.settings.service_user or s.user,
-                schedule_id=s.id,
-            )
-            log.info("schedule %s (%s) fired for %s: run %s", s.id, s.cron, when, run.id)
-            try:
-                started.append(await self.submit(run))
-            except Refused as e:
-                log.warning("schedule %s: run %s not started: %s", s.id, run.id, e.message)
-        return started
+        """Start a run of every due schedule (see :mod:`.scheduling`)."""
+        return await scheduling.fire_due(self, self.lookup, now)
 
     async def tick(self) -> None:
         await self.fire_due()

@@ -6,11 +6,20 @@ service show them a file they could not read themselves, nor stall or exhaust it
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
 
-from factoryhub.spawners.user_files import UserFileError, last_lines, read_user_file_async
+from factoryhub.spawners.user_files import (
+    UserFileError,
+    last_lines,
+    open_user_file,
+    read_user_file_async,
+)
 
 MAX_BYTES = 64 * 1024 * 1024
+# what the service reads back to learn how a run ended: a larger notebook fails its run
+NOTEBOOK_MAX_BYTES = 16 * 1024 * 1024
 LOG_TAIL_BYTES = 64 * 1024
 READ_TIME_LIMIT = 30.0
 
@@ -42,3 +51,23 @@ async def log_tail(path: str | Path, uid: int, lines: int = 15) -> str:
     except OutputMissing:
         return ""
     return last_lines(data, lines)
+
+
+async def is_owned_file(path: str | Path, uid: int) -> bool:
+    """Whether ``path`` is a regular file of ``uid`` (reached as ``read_owned`` would); not
+    a byte of it is read."""
+    if uid < 0:
+        return False
+
+    def check() -> bool:
+        try:
+            fd = open_user_file(path, uid)
+        except OSError:
+            return False
+        os.close(fd)
+        return True
+
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(check), READ_TIME_LIMIT)
+    except TimeoutError:
+        return False

@@ -3,7 +3,8 @@ inspection), shown as a form, and every submitted value checked against its type
 
 Nothing a user types reaches a run unchecked: unknown names are refused, every value is
 converted to the type of the parameter's default (or its annotation), and strings and lists
-are bounded in size.
+are bounded in size. A parameter annotated ``# type: path`` is text here; where it may point
+is checked for the user a run runs as (``paths.confine``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TYPES = ("int", "float", "bool", "str", "list")
+TYPES = ("int", "float", "bool", "str", "list", "path")
 MAX_TEXT = 4096
 MAX_ITEMS = 256
-_ANNOTATIONS = {"int": "int", "float": "float", "bool": "bool", "str": "str", "list": "list"}
+_ANNOTATIONS = {
+    "int": "int",
+    "float": "float",
+    "bool": "bool",
+    "str": "str",
+    "list": "list",
+    "path": "path",  # ``# type: path``: checked by ``paths.confine`` for the run's user
+}
 
 
 class ParameterError(ValueError):
@@ -70,7 +78,7 @@ def from_inspection(found: Mapping[str, Mapping[str, Any]]) -> tuple[Parameter, 
         kind = annotated or _type_of(default) or "str"
         if kind == "list":
             default = list(default) if isinstance(default, list | tuple) else []
-        elif kind == "str" and not isinstance(default, str):
+        elif kind in ("str", "path") and not isinstance(default, str):
             default = "" if default is None else str(default)
         params.append(Parameter(name, kind, default, str(info.get("help") or "")))
     return tuple(params)

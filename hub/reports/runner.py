@@ -109,25 +109,72 @@ class Outcome:
     error: str  # "Name: message" and the traceback's last lines
 
 
-def read_outcome_bytes(data: bytes | None) -> Outcome:
+@dataclass(frozen=True)
+class TooLarge:
+    """The executed notebook is larger than the service reads (``limit`` bytes)."""
+
+    limit: int
+
+
+NO_NOTEBOOK = "no executed notebook"
+MAX_DEPTH = 64  # nesting of lists and objects a notebook may have; nbformat needs < 10
+
+
+def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` nests lists/objects deeper than ``limit`` (iterative: no recursion)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _unreadable(reason: str) -> Outcome:
+    return Outcome(False, True, None, f"the executed notebook cannot be read ({reason})")
+
+
+def read_outcome_bytes(data: bytes | TooLarge | None) -> Outcome:
     """What an executed notebook says: papermill marks the cell that raised
     (``metadata.papermill.exception``) and keeps its error output. The service reads the
     notebook's bytes from the user's folder through ``outputs.read_owned`` (never by path
-    here)."""
+    here), at most ``outputs.NOTEBOOK_MAX_BYTES``. Whatever the bytes are (the user wrote
+    them), the answer is an :class:`Outcome`: a notebook that is not JSON, nests deeper than
+    ``MAX_DEPTH``, or is not shaped like a notebook is a failed run that says so."""
     if data is None:
-        return Outcome(False, True, None, "no executed notebook")
+        return Outcome(False, True, None, NO_NOTEBOOK)
+    if isinstance(data, TooLarge):
+        return _unreadable(f"larger than the {data.limit} bytes the service reads")
     try:
         nb = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return Outcome(False, True, None, f"the executed notebook cannot be read ({e})")
-    for index, cell in enumerate(nb.get("cells", [])):
-        if not cell.get("metadata", {}).get("papermill", {}).get("exception"):
+    except (ValueError, UnicodeDecodeError) as e:
+        return _unreadable(str(e)[:200])
+    except RecursionError:
+        return _unreadable(f"nested deeper than {MAX_DEPTH} levels")
+    if _too_deep(nb):
+        return _unreadable(f"nested deeper than {MAX_DEPTH} levels")
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        return _unreadable("not a notebook: no list of cells")
+    for index, cell in enumerate(nb["cells"]):
+        if not isinstance(cell, dict):
+            return _unreadable(f"cell {index} is not an object")
+        if not _dict(_dict(cell.get("metadata")).get("papermill")).get("exception"):
             continue
-        for output in cell.get("outputs", []):
+        for output in _list(cell.get("outputs")):
+            output = _dict(output)
             if output.get("output_type") == "error":
-                trace = "\n".join(output.get("traceback", [])[-3:])
-                return Outcome(
-                    True, True, index, f"{output.get('ename')}: {output.get('evalue')}\n{trace}"
-                )
+                lines = [str(x) for x in _list(output.get("traceback"))[-3:]]
+                error = f"{output.get('ename')}: {output.get('evalue')}\n" + "\n".join(lines)
+                return Outcome(True, True, index, error[:20000])
         return Outcome(True, True, index, "the cell raised an exception")
     return Outcome(True, False, None, "")

@@ -24,6 +24,7 @@ from factoryhub.spawners.slurm_access import make_client
 from .app import make_app
 from .catalog import Catalog, built_in_folder
 from .engine import ReportEngine
+from .scheduling import hub_lookup, sync_site_reports
 from .store import RunStore
 
 log = logging.getLogger("factoryhub.reports")
@@ -43,15 +44,20 @@ async def serve() -> None:
     settings = site.reports
     store = RunStore(store_path(site.hub.state_dir))
     catalog = Catalog([built_in_folder(), *settings.folders])
+    api_url = os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")
+    token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
     engine = ReportEngine(
-        site, store, catalog, make_client(site.slurm.access, site.slurm.rest), hub_tag(site)
+        site,
+        store,
+        catalog,
+        make_client(site.slurm.access, site.slurm.rest),
+        hub_tag(site),
+        lookup=hub_lookup(api_url, token),
     )
+    sync_site_reports(engine)
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/reports/")
     hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/") + "hub/"
-    people = People(
-        os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api"),
-        os.environ.get("JUPYTERHUB_API_TOKEN", ""),
-    )
+    people = People(api_url, token)
     app = make_app(engine, prefix, hub_prefix, people, cookie_secret=secrets.token_bytes(32))
     port, address = listen_address(settings.port)
     app.listen(port, address, xheaders=True)

@@ -55,9 +55,16 @@ CREATE TABLE IF NOT EXISTS schedules (
     project TEXT NOT NULL DEFAULT '',
     enabled INTEGER NOT NULL DEFAULT 1,
     created TEXT NOT NULL,
-    last_fired TEXT NOT NULL
+    last_fired TEXT NOT NULL,
+    paused TEXT NOT NULL DEFAULT '',
+    site INTEGER NOT NULL DEFAULT 0
 );
 """
+# columns added since the first release: (table, column, definition)
+ADDED_COLUMNS = (
+    ("schedules", "paused", "TEXT NOT NULL DEFAULT ''"),
+    ("schedules", "site", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 class StoreError(ValueError):
@@ -107,6 +114,8 @@ class Schedule:
     enabled: bool
     created: str
     last_fired: str
+    paused: str = ""  # why the schedule does not fire ("" when it does)
+    site: bool = False  # a site report (reports.site_reports), run as the service user
 
 
 class RunStore:
@@ -114,6 +123,10 @@ class RunStore:
         self.path = private_file(path)  # 0600 in a 0700 folder, before SQLite writes a byte
         with self._db() as db:
             db.executescript(SCHEMA)
+            for table, column, definition in ADDED_COLUMNS:
+                have = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -183,6 +196,17 @@ class RunStore:
             ).fetchall()
         return [_run(r) for r in rows]
 
+    def count_runs(self, user: str, *, active: bool = False, since: str = "") -> int:
+        """How many runs ``user`` asked for: queued or running ones (``active``), or those
+        created at or after ``since`` (an ISO time in UTC)."""
+        query, args = "SELECT COUNT(*) FROM runs WHERE user = ?", [user]
+        if active:
+            query += " AND status IN ('queued', 'running')"
+        if since:
+            query, args = query + " AND created >= ?", [*args, since]
+        with self._db() as db:
+            return int(db.execute(query, args).fetchone()[0])
+
     def set_job(self, run_id: int, job_id: str) -> Run:
         if not job_id.isdigit():
             raise StoreError(f"not a Slurm job id: {job_id!r}")
@@ -225,13 +249,14 @@ class RunStore:
         cron: str,
         parameters: Mapping[str, Any],
         project: str = "",
+        site: bool = False,
     ) -> Schedule:
         now = _now()
         with self._db() as db:
             cur = db.execute(
                 "INSERT INTO schedules (report, user, cron, parameters, project, created, "
-                "last_fired) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (report, user, cron, json.dumps(dict(parameters)), project, now, now),
+                "last_fired, site) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (report, user, cron, json.dumps(dict(parameters)), project, now, now, int(site)),
             )
             schedule_id = cur.lastrowid
         assert schedule_id is not None
@@ -268,6 +293,20 @@ class RunStore:
             db.execute("UPDATE schedules SET enabled = ? WHERE id = ?", (int(enabled), schedule_id))
         return self.schedule(schedule_id)
 
+    def pause(self, schedule_id: int, reason: str) -> Schedule:
+        """Stop firing, saying why (``""``: fire again)."""
+        with self._db() as db:
+            db.execute("UPDATE schedules SET paused = ? WHERE id = ?", (reason, schedule_id))
+        return self.schedule(schedule_id)
+
+    def count_schedules(self, user: str) -> int:
+        """``user``'s own schedules (site reports are nobody's)."""
+        with self._db() as db:
+            row = db.execute(
+                "SELECT COUNT(*) FROM schedules WHERE user = ? AND site = 0", (user,)
+            ).fetchone()
+        return int(row[0])
+
 
 def _run(row: sqlite3.Row) -> Run:
     data = dict(row)
@@ -279,4 +318,5 @@ def _schedule(row: sqlite3.Row) -> Schedule:
     data = dict(row)
     data["parameters"] = json.loads(data["parameters"])
     data["enabled"] = bool(data["enabled"])
+    data["site"] = bool(data["site"])
     return Schedule(**data)

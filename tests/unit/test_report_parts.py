@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from factoryhub.hub.reports import parameters, schedules
+from factoryhub.hub.reports.parameters import from_inspection, inspect
 from factoryhub.hub.reports.store import RunStore, StoreError
 from factoryhub.notebooks import templates_dir
+
+NOTEBOOKS = templates_dir()
 
 # --------------------------------------------------------------------------- parameters
 
@@ -203,3 +209,113 @@ def test_a_failed_run_names_its_cell(tmp_path: Path) -> None:
     assert nbformat.read(executed, 4).cells[outcome.failed_cell].source == "1 / d"
     papermill.execute_notebook(str(source), str(executed), parameters={"d": 2}, progress_bar=False)
     assert read_outcome_bytes(executed.read_bytes()).failed is False
+
+
+# ---------------------------------------------------------------- malformed outputs (issue 17)
+
+DEEP_LIST = b"[" * 10_000 + b"]" * 10_000
+DEEP_OBJECT = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"[]", "not a notebook"),
+        (b'{"cells": [1]}', "cell 0 is not an object"),
+        (b'{"cells": {"a": 1}}', "not a notebook"),
+        (DEEP_LIST, "nested deeper than"),
+        (DEEP_OBJECT, "nested deeper than"),
+        (b'{"cells": [' + b"[" * 20 + b"]" * 20 + b"]}", "cell 0 is not an object"),
+        (b'{"metadata": ' + b'{"a": ' * 70 + b"1" + b"}" * 70 + b', "cells": []}', "nested"),
+        (b"\xff\xfe not json", "cannot be read"),
+    ],
+)
+def test_a_malformed_executed_notebook_is_a_failed_run_that_says_why(
+    data: bytes, reason: str
+) -> None:
+    from factoryhub.hub.reports.runner import read_outcome_bytes
+
+    outcome = read_outcome_bytes(data)
+    assert outcome.failed and not outcome.executed
+    assert reason in outcome.error and "cannot be read" in outcome.error
+
+
+def test_odd_cells_and_outputs_of_a_failed_cell_are_read_without_trusting_them() -> None:
+    from factoryhub.hub.reports.runner import read_outcome_bytes
+
+    cell = {"metadata": {"papermill": {"exception": True}}, "outputs": [1, "x", {"traceback": 5}]}
+    outcome = read_outcome_bytes(json.dumps({"cells": [{"metadata": []}, cell]}).encode())
+    assert outcome.failed and outcome.failed_cell == 1
+    error = {"output_type": "error", "ename": "E", "evalue": "v", "traceback": [1, None, "t"]}
+    cell["outputs"] = [error]
+    outcome = read_outcome_bytes(json.dumps({"cells": [cell]}).encode())
+    assert outcome.error.startswith("E: v") and outcome.error.endswith("t")
+
+
+def test_a_50_mb_executed_notebook_is_not_read_whole(tmp_path: Path) -> None:
+    from factoryhub.hub.reports.engine import ReportEngine
+    from factoryhub.hub.reports.outputs import NOTEBOOK_MAX_BYTES
+    from factoryhub.hub.reports.runner import TooLarge, read_outcome_bytes
+
+    big = tmp_path / "big.ipynb"
+    with big.open("wb") as f:
+        f.write(b'{"cells": [], "x": "')
+        f.write(b"x" * (50 * 1024 * 1024))
+        f.write(b'"}')
+    read = asyncio.run(ReportEngine._read_notebook(big, os.getuid()))
+    assert isinstance(read, TooLarge) and read.limit == NOTEBOOK_MAX_BYTES < 50 * 1024 * 1024
+    outcome = read_outcome_bytes(read)
+    assert outcome.failed and "larger than" in outcome.error
+
+
+# ---------------------------------------------------------------- path parameters (issue 17)
+
+
+def test_a_parameter_typed_path_in_its_comment_is_a_path() -> None:
+    params = from_inspection(
+        {
+            "data": {"default": '""', "inferred_type_name": "path", "help": "a folder"},
+            "label": {"default": '"x"', "inferred_type_name": "None", "help": ""},
+        }
+    )
+    assert [(p.name, p.type, p.default) for p in params] == [
+        ("data", "path", ""),
+        ("label", "str", "x"),
+    ]
+    evaluation = inspect(NOTEBOOKS / "reports" / "model-evaluation.ipynb")
+    kinds = {p.name: p.type for p in evaluation}
+    assert kinds["data"] == "path" and kinds["evaluate_notebook"] == "path"
+
+
+def test_path_values_are_confined_to_the_home_and_the_allowed_folders(tmp_path: Path) -> None:
+    from factoryhub.hub.reports.parameters import Parameter, ParameterError
+    from factoryhub.hub.reports.paths import confine
+
+    home, shared, outside = tmp_path / "home", tmp_path / "shared", tmp_path / "outside"
+    for d in (home / "data", shared, outside):
+        d.mkdir(parents=True)
+    (home / "data" / "a.txt").write_text("a")
+    (outside / "secret").write_text("s")
+    (home / "out").symlink_to(outside)  # a link out of the home
+    (home / "data" / "s.txt").symlink_to(outside / "secret")
+    params = (Parameter("data", "path", ""), Parameter("label", "str", ""))
+
+    def check(value: str) -> str:
+        return confine(params, {"data": value, "label": "x"}, str(home), [str(shared)])["data"]
+
+    assert check("~/data/a.txt") == f"{home}/data/a.txt"
+    assert check("data") == f"{home}/data"
+    assert check(str(shared)) == str(shared)
+    assert confine(params, {"data": "", "label": "/etc"}, str(home), [])["data"] == ""
+    for value, why in [
+        ("/etc/shadow", "outside the folders"),
+        (str(outside / "secret"), "outside the folders"),
+        ("~/../outside/secret", "outside the folders"),
+        ("~/out/secret", "symbolic link"),
+        ("~/data/s.txt", "symbolic link"),
+        ("~/missing.txt", "does not exist"),
+    ]:
+        with pytest.raises(ParameterError) as e:
+            check(value)
+        assert set(e.value.problems) == {"data"}, value
+        assert "the path parameter data" in e.value.problems["data"] and why in str(e.value)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import pwd
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,17 @@ import yaml
 
 from factoryhub.hub import site
 from factoryhub.hub.reports.access import Access, Person
+from factoryhub.hub.reports.app import schedule_json
 from factoryhub.hub.reports.catalog import Catalog, describe
 from factoryhub.hub.reports.cli import CliError, parse_values
 from factoryhub.hub.reports.engine import ReportEngine
 from factoryhub.hub.reports.outputs import OutputMissing, log_tail, read_owned
+from factoryhub.hub.reports.scheduling import sync_site_reports
 from factoryhub.hub.reports.store import RunStore
+from factoryhub.hub.service_web import Refused
 from factoryhub.hub.site import SiteError, parse_site
 from factoryhub.hub.site_reports import AccessRule
-from factoryhub.spawners.slurm_client import JobInfo, SlurmUnavailable
+from factoryhub.spawners.slurm_client import JobInfo, SlurmError, SlurmUnavailable
 
 STAFF = Person("stan", frozenset({"factory-staff"}))
 RESEARCHER = Person("ravi", frozenset({"climate-lab"}))
@@ -229,3 +233,177 @@ def test_a_run_adopts_only_its_own_users_job_of_its_name(tmp_path: Path) -> None
     asyncio.run(engine.recover())
     assert store.run(forged.id).status == "failed" and store.run(forged.id).job_id == ""
     assert store.run(real.id).job_id == "8"
+
+
+# ------------------------------------------------------- issue 17: follow, limits, schedules
+
+
+class FakeSlurm(ScriptedSlurm):
+    """Submits (numbering jobs), answers every query with ``states``, homes under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+        self.states: dict[str, str] = {}
+        self.submitted: list[tuple[str, str]] = []  # (user, script)
+
+    async def submit(self, user: str, script: str, env: Any, **kw: Any) -> str:
+        self.submitted.append((user, script))
+        return str(100 + len(self.submitted))
+
+    async def query(self, ids: Any) -> dict[str, JobInfo]:
+        return {i: JobInfo(i, self.states[i]) for i in ids if i in self.states}
+
+    def home(self, username: str) -> str:
+        if username == "gone":
+            raise SlurmError("no such user")
+        if username == "root":
+            return str(self.root)
+        home = self.root / "home" / username
+        home.mkdir(parents=True, exist_ok=True)
+        return str(home)
+
+
+def make_engine(
+    tmp_path: Path, lookup: Any = None, **reports: Any
+) -> tuple[ReportEngine, RunStore, FakeSlurm]:
+    data = example()
+    data["hub"]["state_dir"] = str(tmp_path)
+    data["reports"]["output_dir"] = str(tmp_path / "{username}")
+    data["reports"].update(reports)
+    folder = tmp_path / "notebooks"
+    folder.mkdir(exist_ok=True)
+    notebook(folder / "usage.ipynb", "Usage", "days = 30")
+    notebook(folder / "ev.ipynb", "Evaluation", 'data = ""  # type: path  a data folder\nn = 1')
+    store = RunStore(tmp_path / "runs.sqlite")
+    slurm = FakeSlurm(tmp_path)
+    engine = ReportEngine(parse_site(data), store, Catalog([folder]), slurm, "tag", lookup)  # type: ignore[arg-type]
+    return engine, store, slurm
+
+
+def test_one_runs_bad_outputs_fail_that_run_and_the_others_are_followed(tmp_path: Path) -> None:
+    engine, store, slurm = make_engine(tmp_path)
+    good_nb = json.dumps({"cells": [{"metadata": {}, "outputs": []}]}).encode()
+    big = b'{"cells": [], "x": "' + b"x" * (50 * 1024 * 1024) + b'"}'
+    outputs = {
+        "list": b"[]",
+        "cells": b'{"cells": [1]}',
+        "deep": b"[" * 10_000 + b"]" * 10_000,
+        "big": big,
+        "good": good_nb,
+        "gone": good_nb,  # its user is gone: its paths cannot even be made
+    }
+    runs = {}
+    for kind, data in outputs.items():
+        run = store.add_run("usage", "root", {}, run_as="gone" if kind == "gone" else "root")
+        store.set_job(run.id, str(run.id))
+        slurm.states[str(run.id)] = "COMPLETED"
+        out = tmp_path / "root" / f"run-{run.id}"
+        out.mkdir(parents=True)
+        (out / "usage.ipynb").write_bytes(data)
+        runs[kind] = run.id
+    asyncio.run(engine.follow())
+    ended = {kind: store.run(i) for kind, i in runs.items()}
+    assert ended["good"].status == "succeeded"
+    assert {k: r.status for k, r in ended.items() if k != "good"} == dict.fromkeys(
+        ["list", "cells", "deep", "big", "gone"], "failed"
+    )
+    assert "not a notebook" in ended["list"].error
+    assert "cell 0 is not an object" in ended["cells"].error
+    assert "nested deeper than" in ended["deep"].error
+    assert "larger than" in ended["big"].error
+    assert "could not read how the run ended (Refused)" in ended["gone"].error
+    assert store.unfinished() == []
+
+
+def test_limits_refuse_naming_the_limit_and_its_value(tmp_path: Path) -> None:
+    limits = {"concurrent_runs_per_person": 2, "runs_per_hour": 3, "schedules_per_person": 1}
+    engine, store, slurm = make_engine(tmp_path, limits=limits)
+    first = asyncio.run(engine.run_now(STAFF, "usage", {}))
+    asyncio.run(engine.run_now(STAFF, "usage", {}))
+    with pytest.raises(Refused) as e:
+        asyncio.run(engine.run_now(STAFF, "usage", {}))
+    assert e.value.status == 429
+    assert "reports.limits.concurrent_runs_per_person is 2" in e.value.message
+    other_staff = Person("sam", frozenset({"factory-staff"}))
+    asyncio.run(engine.run_now(other_staff, "usage", {}))  # limits are per person
+    store.move(first.id, "failed", error="ended")
+    asyncio.run(engine.run_now(STAFF, "usage", {}))  # one slot free again
+    store.move(first.id + 1, "failed", error="ended")
+    with pytest.raises(Refused) as e:
+        asyncio.run(engine.run_now(STAFF, "usage", {}))
+    assert "reports.limits.runs_per_hour is 3" in e.value.message
+    assert len(slurm.submitted) == 4
+    engine.add_schedule(STAFF, "usage", "0 6 * * 1", {})
+    with pytest.raises(Refused) as e:
+        engine.add_schedule(STAFF, "usage", "0 7 * * 1", {})
+    assert e.value.status == 429 and "reports.limits.schedules_per_person is 1" in e.value.message
+
+
+def test_a_path_parameter_outside_the_runners_folders_is_refused_naming_it(
+    tmp_path: Path,
+) -> None:
+    engine, _, slurm = make_engine(tmp_path)
+    with pytest.raises(Refused) as e:
+        asyncio.run(engine.run_now(STAFF, "ev", {"data": "/etc"}))
+    assert e.value.status == 400 and set(e.value.problems) == {"data"}
+    assert "the path parameter data" in e.value.message and slurm.submitted == []
+    home = Path(slurm.home("stan"))
+    (home / "set").mkdir()
+    run = asyncio.run(engine.run_now(STAFF, "ev", {"data": "~/set"}))
+    assert run.parameters["data"] == f"{home}/set"
+    with pytest.raises(Refused) as e:
+        engine.add_schedule(STAFF, "ev", "0 6 * * 1", {"data": "/root"})
+    assert set(e.value.problems) == {"data"}
+
+
+def test_a_schedule_runs_as_its_owner_and_pauses_when_they_lose_access(tmp_path: Path) -> None:
+    who: dict[str, Person | None] = {"stan": STAFF}
+
+    async def lookup(name: str) -> Person | None:
+        return who.get(name)
+
+    engine, store, slurm = make_engine(tmp_path, lookup)
+    made = engine.add_schedule(STAFF, "usage", "*/5 * * * *", {"days": 2})
+    assert made.project == "factory-ops" and not made.site
+    now = datetime.now().astimezone()
+    (run,) = asyncio.run(engine.fire_due(now + timedelta(minutes=6)))
+    assert (run.user, run.run_as, run.account) == ("stan", "stan", "factory-ops")
+    assert slurm.submitted[-1][0] == "stan" and run.parameters == {"days": 2}
+    who["stan"] = Person("stan", frozenset({"climate-lab"}))  # no longer staff
+    assert asyncio.run(engine.fire_due(now + timedelta(minutes=11))) == []
+    paused = store.schedule(made.id).paused
+    assert "may no longer schedule the report 'usage'" in paused
+    assert schedule_json(store.schedule(made.id))["paused"] == paused
+    who["stan"] = None
+    assert asyncio.run(engine.fire_due(now + timedelta(minutes=16))) == []
+    assert "no longer a user" in store.schedule(made.id).paused
+    who["stan"] = STAFF  # back: fires again, as the owner
+    (again,) = asyncio.run(engine.fire_due(now + timedelta(minutes=21)))
+    assert again.run_as == "stan" and store.schedule(made.id).paused == ""
+    assert len(slurm.submitted) == 2
+
+
+def test_only_site_reports_run_as_the_service_user(tmp_path: Path) -> None:
+    site_reports = [
+        {"report": "usage", "schedule": "0 6 * * *", "parameters": [{"name": "days", "value": 3}]}
+    ]
+    engine, store, slurm = make_engine(tmp_path, None, site_reports=site_reports)
+    sync_site_reports(engine)
+    sync_site_reports(engine)  # again: nothing doubled
+    (s,) = store.schedules()
+    assert s.site and s.user == "factoryhub-reports" and s.project == "factory-ops"
+    later = datetime.now().astimezone() + timedelta(days=1, minutes=1)
+    (run,) = asyncio.run(engine.fire_due(later))
+    assert run.run_as == "factoryhub-reports" and run.parameters == {"days": 3}
+    assert slurm.submitted[-1][0] == "factoryhub-reports"
+    with pytest.raises(Refused) as e:
+        engine.delete_schedule(ADMIN, s.id)
+    assert e.value.status == 403 and "reports.site_reports" in e.value.message
+    # a person's schedule never does, even with a service user set
+    mine = engine.add_schedule(STAFF, "usage", "0 6 * * *", {})
+    assert not mine.site and mine.user == "stan"
+    # the site file changed: the old site schedule goes, the new one comes
+    engine2, _, _ = make_engine(tmp_path, None, site_reports=[])
+    sync_site_reports(engine2)
+    assert [x.id for x in store.schedules()] == [mine.id]
