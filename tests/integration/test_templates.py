@@ -19,6 +19,7 @@ from .hub_fixtures import RunningHub
 from .kernel import kernel
 from .oidc_fixtures import TEST_PROJECT, cancel_jobs_of
 from .test_dask import dask_jobs, squeue_of, start_server
+from .waiting import wait_until
 
 pytestmark = pytest.mark.slurm
 
@@ -121,8 +122,17 @@ def read_in_home(k: Kernel, path: str) -> Any:
 
 
 def assert_workers_were_slurm_jobs_of_the_user(since: str, workers: int) -> None:
-    jobs = sacct_jobs(USER, since, f"factoryhub-dask-{USER}")
-    assert len(jobs) >= workers, jobs
+    # slurmctld hands job records to slurmdbd asynchronously: under load sacct lags squeue
+    jobs = wait_until(
+        lambda: (
+            (j := sacct_jobs(USER, since, f"factoryhub-dask-{USER}")) and len(j) >= workers and j
+        ),
+        60,
+        lambda: (
+            f"sacct lists fewer than {workers} worker jobs of {USER} since {since}: "
+            f"{sacct_jobs(USER, since, f'factoryhub-dask-{USER}')}"
+        ),
+    )
     assert {j[2] for j in jobs} == {ACCOUNT} and {j[3] for j in jobs} == {USER}, jobs
     # the notebook closed its cluster: no worker job is left
     deadline = time.monotonic() + 15
