@@ -15,12 +15,14 @@ repository at a branch, tag or commit, which ``sync_materials`` then reads from.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import hashlib
 import io
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -207,19 +209,42 @@ def _git(args: Sequence[str], cwd: Path | None, timeout: float, check: bool = Tr
     env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
     command = ["git", "-c", "protocol.ext.allow=never", *args]
     try:
-        done = subprocess.run(
-            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
-        )
+        rc, out, err = run_bounded(command, cwd, env, timeout)
     except subprocess.TimeoutExpired as e:
         raise MaterialsError(
             f"git {args[0]} took over {timeout:g} s: check the URL and the network"
         ) from e
     except FileNotFoundError as e:
         raise MaterialsError("git is not installed on this machine") from e
-    if check and done.returncode:
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
-        raise MaterialsError(f"git {args[0]} failed: {lines[-1] if lines else done.returncode}")
-    return done.stdout.strip() if done.returncode == 0 else ""
+    if check and rc:
+        lines = [line for line in err.splitlines() if line.strip()]
+        raise MaterialsError(f"git {args[0]} failed: {lines[-1] if lines else rc}")
+    return out.strip() if rc == 0 else ""
+
+
+def run_bounded(
+    command: Sequence[str], cwd: Path | None, env: dict[str, str], timeout: float
+) -> tuple[int, str, str]:
+    """Run ``command`` in its own process group; after ``timeout`` seconds SIGKILL the whole
+    group (git's helpers, ssh: nothing outlives the call) and raise TimeoutExpired."""
+    with subprocess.Popen(
+        list(command),
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+        return proc.returncode, out, err
 
 
 def _make_readable(dest: Path) -> None:

@@ -15,10 +15,12 @@ service)::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import pwd
 import shutil
+import signal
 import stat
 import sys
 import tarfile
@@ -112,7 +114,8 @@ async def _run(
     argv: Sequence[str], env: dict[str, str], data: bytes | None = None
 ) -> tuple[int, bytes, str]:
     """``argv`` with exactly ``env`` (a user can read their processes' environment: the
-    service's token must not be in it); killed after ``RUN_TIME_LIMIT`` seconds."""
+    service's token must not be in it); killed after ``RUN_TIME_LIMIT`` seconds with
+    every process it started (its own process group)."""
     proc = await asyncio.create_subprocess_exec(
         shutil.which(argv[0]) or argv[0],
         *argv[1:],
@@ -120,14 +123,21 @@ async def _run(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
+        start_new_session=True,  # its own process group: a timeout ends all of it
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(data), RUN_TIME_LIMIT)
     except TimeoutError:
-        proc.kill()
+        _kill_group(proc.pid)
         await proc.wait()
         return 1, b"", f"no answer within {RUN_TIME_LIMIT:g} s"
     return proc.returncode or 0, out, err.decode(errors="replace").strip()
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the process group ``pid`` leads (what runuser started, and their children)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def _as(user: str, argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:

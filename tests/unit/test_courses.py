@@ -4,9 +4,13 @@ arithmetic and the hub home page's list."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import io
+import os
 import tarfile
+import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -339,3 +343,35 @@ async def test_collect_runs_as_the_users_with_a_minimal_environment(
     assert "JUPYTERHUB_API_TOKEN" not in env and env["USER"] == "root"
     rc, out, _ = await collecting._run(["env"], env)
     assert rc == 0 and b"the service's secret" not in out and b"USER=root" in out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (killed, not yet reaped by its parent) counts as gone
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    return False
+
+
+async def test_a_collect_call_past_its_time_limit_ends_with_its_children(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child that would outlive its parent (a shell's background sleep) is killed too."""
+    from factoryhub.hub.courses import collect as collecting
+
+    monkeypatch.setattr(collecting, "RUN_TIME_LIMIT", 1.0)
+    pid_file = tmp_path / "child.pid"
+    script = f"sleep 30 & echo $! > {pid_file}; wait"
+    begun = time.monotonic()
+    rc, _, err = await collecting._run(["sh", "-c", script], {"PATH": "/usr/bin:/bin"})
+    assert rc == 1 and "no answer within 1 s" in err
+    assert time.monotonic() - begun < 10, "the call waited for the child"
+    child = int(pid_file.read_text())
+    for _ in range(100):  # up to 5 s for the kernel to end it
+        if not _alive(child):
+            break
+        await asyncio.sleep(0.05)
+    assert not _alive(child), "the child outlived the time limit"

@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -322,3 +323,33 @@ def test_the_checkout_is_world_readable(origin: Path, tmp_path: Path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) & 0o055 == 0o055, path
     assert stat.S_IMODE((dest / "lab/data/seed.csv").stat().st_mode) & 0o044 == 0o044
     assert stat.S_IMODE((dest / "run.sh").stat().st_mode) & 0o055 == 0o055
+
+
+def test_a_git_call_past_its_time_limit_ends_with_its_children(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A git that leaves a child behind (a background sleep holding its output) is ended
+    with that child at the time limit, and the call returns then, not when the child ends."""
+    pid_file = tmp_path / "child.pid"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "git").write_text(f"#!/bin/sh\nsleep 30 & echo $! > {pid_file}; wait\n")
+    (fake / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:/usr/bin:/bin")
+    begun = time.monotonic()
+    with pytest.raises(MaterialsError, match="took over 1 s"):
+        materials._git(["fetch"], None, 1.0)
+    assert time.monotonic() - begun < 10, "the call waited for the child"
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{child}/stat").read_text().split(") ")[1][0] == "Z":
+                break  # killed, waiting for init to reap it
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the child outlived the time limit")
