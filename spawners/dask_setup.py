@@ -171,18 +171,27 @@ def interface_of(ip: str) -> str:
     return ""
 
 
-def write_dask_config(environ: Mapping[str, str], *, ip: str) -> str | None:
-    """Write the job's Dask configuration (as the user, inside the job; through
-    :mod:`user_files`, never through a link); return the directory (None: nothing to do)."""
-    raw = environ.get(ENV_VAR)
+def config_dir(environ: Mapping[str, str]) -> Path | None:
+    """Where the job's Dask configuration goes (None: no Dask configuration for this job)."""
     job_id = environ.get("SLURM_JOB_ID", "")
-    if not raw or not job_id or not job_id.isdigit():
+    if not environ.get(ENV_VAR) or not job_id.isdigit():
+        return None
+    home = environ.get("HOME") or os.path.expanduser("~")
+    return Path(home) / ".factoryhub" / "jobs" / job_id / "dask"
+
+
+def write_dask_config(environ: Mapping[str, str], *, ip: str) -> str | None:
+    """Write the job's Dask configuration and TLS credentials (as the user, inside the job;
+    through :mod:`user_files`, never through a link); return the directory (None: nothing to
+    do). Making the credentials imports ``dask``, which reads ``DASK_CONFIG`` only once: set
+    it to :func:`config_dir` before calling this in a process that goes on to use Dask."""
+    target = config_dir(environ)
+    if target is None:
         return None
     import yaml
 
-    payload = json.loads(raw)
-    home = environ.get("HOME") or os.path.expanduser("~")
-    target = Path(home) / ".factoryhub" / "jobs" / job_id / "dask"
+    payload = json.loads(environ[ENV_VAR])
+    job_id, home = target.parts[-2], str(target.parents[3])
     documents = dask_config(
         payload, job_id=job_id, home=home, interface=interface_of(ip), folder=str(target)
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
 from .course_server import COURSE_FOLDER_VAR, COURSE_MATERIALS_VAR
-from .dask_setup import write_dask_config
+from .dask_setup import config_dir, write_dask_config
 from .user_files import copy_templates
 
 READY_EXTENSION = "factoryhub.spawners.server_ready"
@@ -64,6 +64,23 @@ def sync_course_materials(environ: dict[str, str] | os._Environ[str]) -> None:
     print(f"factoryhub: course materials in {target}: {report.summary()}", file=sys.stderr)
 
 
+def prepare_dask(environ: os._Environ[str], ip: str) -> None:
+    """``SLURMCluster()`` with no arguments, in the server and in its kernels: the job's Dask
+    configuration and TLS credentials, and ``DASK_CONFIG`` pointing there. Making the
+    credentials imports dask, which takes its list of folders from ``DASK_CONFIG`` once, at
+    import: so that is set first, and dask's configuration is read again once the files are
+    written (dask-labextension imports dask in this process later anyway)."""
+    folder = config_dir(environ)
+    if folder is None:
+        return
+    environ["DASK_CONFIG"] = str(folder)
+    if write_dask_config(environ, ip=ip) is None:
+        del environ["DASK_CONFIG"]
+    dask_config = sys.modules.get("dask.config")
+    if dask_config is not None:  # imported before the files were there: read them now
+        dask_config.refresh()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     api = urlparse(os.environ["JUPYTERHUB_API_URL"])
@@ -77,9 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:  # a full or read-only home must not keep the server from starting
         print(f"factoryhub: could not copy the template notebooks: {e}", file=sys.stderr)
     sync_course_materials(os.environ)
-    dask_dir = write_dask_config(os.environ, ip=ip)
-    if dask_dir:  # SLURMCluster() with no arguments, in the server and in its kernels
-        os.environ["DASK_CONFIG"] = dask_dir
+    prepare_dask(os.environ, ip)
 
     for name in SKIPPED_IMPORTS:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # import → ImportError

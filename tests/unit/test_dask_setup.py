@@ -288,3 +288,50 @@ def test_a_zero_argument_cluster_listens_on_tls_only(tmp_path: Path) -> None:
                     Client(target, security=security, timeout=3)
         finally:
             cluster.close()
+
+
+PREPARE = """
+import json, os, sys
+from factoryhub.spawners.singleuser import prepare_dask
+prepare_dask(os.environ, "127.0.0.1")
+import dask.config
+from dask_jobqueue import SLURMCluster  # what the server's Dask sidebar does later
+print(json.dumps([
+    os.environ.get("DASK_CONFIG"),
+    dask.config.get("jobqueue.slurm.scheduler-options", None),
+    dask.config.get("distributed.comm.tls.ca-file", None),
+]))
+"""
+
+
+def test_the_server_process_itself_reads_the_configuration(tmp_path: Path) -> None:
+    """In the server's own process (the Dask sidebar's clusters), dask sees the written
+    configuration although making the credentials imported it: DASK_CONFIG is set first."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        "FACTORYHUB_DASK": json.dumps(payload()),
+        "SLURM_JOB_ID": "83",
+        "HOME": str(tmp_path),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", PREPARE], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    folder = str(tmp_path / ".factoryhub" / "jobs" / "83" / "dask")
+    assert json.loads(out.stdout.splitlines()[-1]) == [
+        folder,
+        {"dashboard_address": "127.0.0.1:0", "protocol": "tls://"},
+        f"{folder}/tls-cert.pem",
+    ]
+    # no configuration written: DASK_CONFIG is not left pointing at nothing
+    env["FACTORYHUB_DASK"] = ""
+    out = subprocess.run(
+        [sys.executable, "-c", PREPARE], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1])[0] is None
