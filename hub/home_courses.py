@@ -1,5 +1,6 @@
 """The hub home page's "Your courses" box: the courses a user takes or teaches, whether each
-is open today, and their course server (start it, open it).
+is open today, and their course server (start it, open it); and the courses whose trainers
+invited them (``invited``: they answer on the Courses service's invitation page).
 
 ``courses_for_home(configs, db, user)`` is bound to the site's courses with
 ``functools.partial`` and handed to the template through ``c.JupyterHub.template_vars``
@@ -26,7 +27,8 @@ def courses_for_home(
     for course in load_courses(configs, CourseStore(db).edits() if db else {}):
         takes = course.is_participant(name, groups)
         teaches = course.is_trainer(name, groups)
-        if not takes and not teaches:
+        invited = course.invitation(name, groups) == "invited"
+        if not takes and not teaches and not invited:
             continue
         spawner = spawners.get(course.name)
         running = bool(spawner is not None and getattr(spawner, "ready", False))
@@ -39,6 +41,7 @@ def courses_for_home(
                 "message": course.closed_message(),
                 "takes": takes,
                 "teaches": teaches,
+                "invited": invited,
                 "running": running,
                 "pending": bool(spawner is not None and getattr(spawner, "pending", None)),
             }

@@ -13,8 +13,9 @@ own token may only read users (their groups and admin flag).
 
 ``courses_settings`` runs the Courses service (``factoryhub.hub.courses.service``) at
 /services/courses/, with a token that may only read users and start, stop and group the
-members of the course groups, and gives each course's trainers a role to open the servers of
-that course's group.
+members of the course groups, and share each participant's course server with the course's
+trainers (JupyterHub shares: one server each, revoked when the course ends or the person
+leaves it); trainers hold no access scope of their own.
 
 ``merge_settings`` merges such a fragment into ``hub_settings``' result, extending the
 lists (``services``, ``load_roles``) and dicts already there instead of replacing them.
@@ -152,10 +153,13 @@ def trainer_role(course_name: str) -> str:
     return f"course-trainers-{course_name}"
 
 
-def courses_settings(site: Site, python: str, site_file: str) -> dict[str, dict[str, Any]]:
-    """The config fragment that runs the Courses service, and gives each course's trainers
-    access to the servers of that course's participants (the group ``course:<name>``) and to
-    no others."""
+def courses_scopes(site: Site) -> tuple[list[str], list[dict[str, Any]]]:
+    """The Courses service's scopes and the trainers' roles.
+
+    The service may share (and so start, stop, reach) the servers of each course group's
+    members, and read and revoke the shares its trainers (users and groups) hold. Trainers
+    get no access scope at all: each participant's course server reaches them as a share of
+    that one server (``access:servers!server=<user>/<course>``), made by the service."""
     service_scopes = ["list:users", "read:users"]
     roles: list[dict[str, Any]] = []
     for course in site.courses.courses:
@@ -164,20 +168,28 @@ def courses_settings(site: Site, python: str, site_file: str) -> dict[str, dict[
             f"read:servers!group={group}",
             f"servers!group={group}",
             f"admin:groups!group={group}",
+            f"shares!group={group}",
+            *(f"users:shares!user={u}" for u in course.trainer_users),
+            *(f"groups:shares!group={g}" for g in course.trainer_groups),
+            *(f"read:groups:name!group={g}" for g in course.trainer_groups),
         ]
         roles.append(
             {
                 "name": trainer_role(course.name),
-                "description": f"Trainers of {course.display_name}: open its participants' servers",
-                "scopes": [
-                    f"access:servers!group={group}",
-                    f"read:servers!group={group}",
-                    f"read:users:name!group={group}",
-                ],
+                "description": f"Trainers of {course.display_name}: see who takes it "
+                "(their course servers are shared with them one by one)",
+                "scopes": [f"read:users:name!group={group}"],
                 "users": list(course.trainer_users),
                 "groups": list(course.trainer_groups),
             }
         )
+    return sorted(set(service_scopes)), roles
+
+
+def courses_settings(site: Site, python: str, site_file: str) -> dict[str, dict[str, Any]]:
+    """The config fragment that runs the Courses service, which shares each participant's
+    course server with the course's trainers (that server and no other)."""
+    service_scopes, roles = courses_scopes(site)
     return {
         "JupyterHub": {
             "services": [

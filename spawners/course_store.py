@@ -98,6 +98,33 @@ class CourseStore:
         db.close()
         return merged
 
+    def answer(self, course: str, who: str, accept: bool) -> dict[str, Any]:
+        """Record ``who``'s answer to their invitation to ``course`` (in the course's edits,
+        where spawner and authenticator read it); returns the new edits."""
+        db = self._connect(write=True)
+        assert db is not None
+        with db:
+            row = db.execute("SELECT data FROM edits WHERE course = ?", (course,)).fetchone()
+            data = json.loads(row[0]) if row else {}
+            accepted = set(data.get("accepted_users") or ()) - {who}
+            declined = set(data.get("declined_users") or ()) - {who}
+            (accepted if accept else declined).add(who)
+            data.update(accepted_users=sorted(accepted), declined_users=sorted(declined))
+            now = time.time()
+            db.execute(
+                "INSERT INTO edits (course, data, updated_by, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(course) DO UPDATE SET data = excluded.data, "
+                "updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                (course, json.dumps(data), who, now),
+            )
+            kind = "invitation-accepted" if accept else "invitation-declined"
+            db.execute(
+                "INSERT INTO events (course, at, who, kind, detail) VALUES (?, ?, ?, ?, ?)",
+                (course, now, who, kind, json.dumps({"participant": who})),
+            )
+        db.close()
+        return data
+
     def log(self, course: str, who: str, kind: str, detail: Mapping[str, Any]) -> None:
         db = self._connect(write=True)
         assert db is not None

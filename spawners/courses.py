@@ -8,9 +8,14 @@ its materials.
 
 A participant's course server is the named server called like the course
 (``/user/<name>/<course>/``): its resources are pinned, it opens only on the course's
-days, and its jobs use the reservation. Trainers' access to the participants' servers goes
-through the JupyterHub group :func:`hub_group` (``course:<name>``), whose members are the
-participants.
+days, and its jobs use the reservation. The JupyterHub group :func:`hub_group`
+(``course:<name>``) holds the participants; the Courses service shares each participant's
+course server (that one server only) with the course's trainers.
+
+Participants consent: the site file's participants (users and groups) are in the course; a
+person a trainer adds on the course page is *invited* and is in only once they accept
+(``accepted_users``; ``declined_users`` said no). The answers are kept with the course's
+edits, but no trainer can set them.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import Any
 GROUP_PREFIX = "course:"
 # What trainers may change from the course page (the rest is the site file's).
 EDITABLE = ("participant_users", "start", "end", "reservation", "description")
+# What the invited people answered (set by the Courses service for them, never by a trainer).
+ANSWERS = ("accepted_users", "declined_users")
 
 
 def hub_group(course: str) -> str:
@@ -54,6 +61,15 @@ class Course:
     materials_path: str = ""
     materials_git: str = ""
     materials_ref: str = ""
+    # The participant users the site file names (the rest of participant_users are invited);
+    # None: participant_users as the course is made
+    site_participant_users: tuple[str, ...] | None = None
+    accepted_users: tuple[str, ...] = ()
+    declined_users: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.site_participant_users is None:
+            object.__setattr__(self, "site_participant_users", self.participant_users)
 
     @classmethod
     def from_config(cls, data: Mapping[str, Any]) -> Course:
@@ -74,6 +90,11 @@ class Course:
             materials_path=str(data.get("materials_path") or ""),
             materials_git=str(data.get("materials_git") or ""),
             materials_ref=str(data.get("materials_ref") or ""),
+            site_participant_users=tuple(
+                data.get("site_participant_users", data.get("participant_users")) or ()
+            ),
+            accepted_users=tuple(data.get("accepted_users") or ()),
+            declined_users=tuple(data.get("declined_users") or ()),
         )
 
     def to_config(self) -> dict[str, Any]:
@@ -94,14 +115,27 @@ class Course:
             "materials_path": self.materials_path,
             "materials_git": self.materials_git,
             "materials_ref": self.materials_ref,
+            "site_participant_users": list(self.site_participant_users or ()),
+            "accepted_users": list(self.accepted_users),
+            "declined_users": list(self.declined_users),
         }
 
     # ------------------------------------------------------------------ who
 
     def is_participant(self, username: str, groups: Iterable[str]) -> bool:
-        return username in self.participant_users or bool(
-            set(groups).intersection(self.participant_groups)
-        )
+        """In the course: by the site file (a user or group it names), or invited by a
+        trainer and accepted."""
+        if set(groups).intersection(self.participant_groups):
+            return True
+        if username not in self.participant_users:
+            return False
+        return username in (self.site_participant_users or ()) or username in self.accepted_users
+
+    def invitation(self, username: str, groups: Iterable[str]) -> str:
+        """'invited' (waiting for their answer), 'declined', or '' (not invited, or in)."""
+        if username not in self.participant_users or self.is_participant(username, groups):
+            return ""
+        return "declined" if username in self.declined_users else "invited"
 
     def is_trainer(self, username: str, groups: Iterable[str]) -> bool:
         return username in self.trainer_users or bool(set(groups).intersection(self.trainer_groups))
@@ -156,6 +190,9 @@ class Course:
                 changes[key] = tuple(value)
             else:
                 changes[key] = str(value)
+        for key in ANSWERS:
+            if key in edits:
+                changes[key] = tuple(str(v) for v in edits[key])
         return replace(self, **changes)
 
 

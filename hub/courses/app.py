@@ -97,7 +97,7 @@ class CoursesApi(BaseHandler):
         unknown = sorted(set(body) - set(form))
         if unknown:
             raise Refused(400, f"These cannot be changed here: {', '.join(unknown)}.")
-        course = self.desk.edit(course, me.name, form)
+        course = await self.desk.edit(course, me.name, form)
         self.finish({"course": course_json(course)})
 
 
@@ -130,7 +130,62 @@ class ParticipantApi(BaseHandler):
         self.finish({"participant": participant, "action": action})
 
 
+class InvitationsApi(BaseHandler):
+    """A person's invitations (GET), and their answer (POST .../<course>/accept|decline)."""
+
+    @api
+    async def get(self) -> None:
+        me = await self.me()
+        self.finish({"invitations": [invitation_json(c, me) for c in self.desk.invitations(me)]})
+
+    @api
+    async def post(self, name: str, action: str) -> None:
+        me = await self.me()
+        course = self.desk.answer(me, name, accept=action == "accept")
+        self.finish({"course": name, "participant": course.is_participant(me.name, me.groups)})
+
+
+def invitation_json(course: Course, me: Person) -> dict[str, Any]:
+    return {
+        "course": course.name,
+        "display_name": course.display_name,
+        "when": course.when_text(),
+        "state": course.invitation(me.name, me.groups),
+    }
+
+
 # --------------------------------------------------------------------------- pages
+
+
+class InvitationPage(BaseHandler):
+    """What a course's trainers invite a person to, with Accept and Decline (XSRF-checked
+    forms, like every other page's)."""
+
+    @page
+    async def get(self, name: str) -> None:
+        me = await self.me()
+        course = self.desk.course(name)
+        self.render_page(
+            "invitation.html", me=me, c=course, state=course.invitation(me.name, me.groups)
+        )
+
+    @page
+    async def post(self, name: str, action: str) -> None:
+        me = await self.me()
+        course = self.desk.answer(me, name, accept=action == "accept")
+        done = (
+            f"You are in {course.display_name}: start your course server from the hub's home "
+            "page. Its trainers can open that server (and no other of yours)."
+            if action == "accept"
+            else f"You declined {course.display_name}; its trainers cannot reach your servers."
+        )
+        self.render_page(
+            "invitation.html",
+            me=me,
+            c=course,
+            state=course.invitation(me.name, me.groups),
+            done=done,
+        )
 
 
 class IndexPage(BaseHandler):
@@ -138,7 +193,11 @@ class IndexPage(BaseHandler):
     async def get(self) -> None:
         me = await self.me()
         self.render_page(
-            "index.html", me=me, managed=self.desk.managed(me), taken=self.desk.taken(me)
+            "index.html",
+            me=me,
+            managed=self.desk.managed(me),
+            taken=self.desk.taken(me),
+            invited=self.desk.invitations(me),
         )
 
 
@@ -162,7 +221,7 @@ class CoursePage(BaseHandler):
                 for k in ("participant_users", "start", "end", "reservation", "description")
             }
             try:
-                course = self.desk.edit(course, me.name, form)
+                course = await self.desk.edit(course, me.name, form)
             except Refused as e:
                 await self.show(me, course, status=400, error=e, sent=form)
                 return
@@ -240,6 +299,10 @@ def make_app(
         ("api/courses/([^/]+)", CoursesApi),
         (f"api/courses/([^/]+)/({actions})", CourseActionApi),
         ("api/courses/([^/]+)/participants/([^/]+)/(start|stop)", ParticipantApi),
+        ("invitation/([^/]+)", InvitationPage),
+        ("invitation/([^/]+)/(accept|decline)", InvitationPage),
+        ("api/invitations", InvitationsApi),
+        ("api/invitations/([^/]+)/(accept|decline)", InvitationsApi),
     ]
     return application(
         prefix,

@@ -4,6 +4,12 @@ Pages and JSON API both call :class:`CourseDesk`; it talks to the hub (users, th
 groups, starting and stopping servers), to Slurm (free capacity) and to the store of
 trainers' edits and actions. A :class:`Refused` carries the HTTP status and the message for
 the person.
+
+Who reaches whose server: each participant's course server (and no other server of theirs)
+is shared with the course's trainers while the course is open and the person is in it; the
+upkeep tick grants and revokes those shares. A person a trainer adds is invited and is in
+only after accepting; hub admins can never be added by a trainer, and an admin's server is
+never shared.
 """
 
 from __future__ import annotations
@@ -57,6 +63,13 @@ class Batch:
         }
 
 
+def trainers_of(course: Course, users: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """Whom a course's servers are shared with: ("user", name) for trainers who are hub
+    users, ("group", name) for the trainer groups."""
+    found = [("user", n) for n in course.trainer_users if n in users]
+    return found + [("group", g) for g in course.trainer_groups]
+
+
 def home_of(username: str) -> str | None:
     try:
         return pwd.getpwnam(username).pw_dir
@@ -100,6 +113,30 @@ class CourseDesk:
     def taken(self, person: Person) -> list[Course]:
         return [c for c in self.courses() if c.is_participant(person.name, person.groups)]
 
+    def invitations(self, person: Person) -> list[Course]:
+        """The courses that invite ``person`` (waiting for, or declined by, them)."""
+        return [c for c in self.courses() if c.invitation(person.name, person.groups)]
+
+    def answer(self, person: Person, name: str, accept: bool) -> Course:
+        """``person`` accepts or declines their invitation to the course ``name``."""
+        course = self.course(name)
+        if not course.invitation(person.name, person.groups) and not (
+            not accept and course.is_participant(person.name, person.groups)
+        ):
+            raise Refused(404, f"{course.display_name} has no invitation for {person.name}.")
+        if not accept and person.name in (course.site_participant_users or ()):
+            raise Refused(409, "The factory's site file puts you in this course.")
+        if accept and person.admin:
+            raise Refused(403, "A hub admin cannot join a course as a participant.")
+        self.store.answer(course.name, person.name, accept)
+        log.info(
+            "%s %s the invitation to %s",
+            person.name,
+            "accepted" if accept else "declined",
+            course.name,
+        )
+        return self.course(course.name)
+
     async def course_for(self, person: Person, name: str) -> Course:
         """The course, if ``person`` is one of its trainers (or a hub admin)."""
         course = self.course(name)
@@ -129,18 +166,27 @@ class CourseDesk:
 
     # ------------------------------------------------------------------ edits
 
-    def edit(self, course: Course, who: str, form: dict[str, str]) -> Course:
+    async def edit(self, course: Course, who: str, form: dict[str, str]) -> Course:
         """Check and save a trainer's changes; every problem is named by its field."""
         problems: dict[str, str] = {}
         changes: dict[str, Any] = {}
         if "participant_users" in form:
-            names = [n for n in re.split(r"[\s,]+", form["participant_users"]) if n]
+            names = sorted({n for n in re.split(r"[\s,]+", form["participant_users"]) if n})
             bad = [n for n in names if not POSIX_NAME.fullmatch(n)]
             if bad:
                 problems["participant_users"] = (
                     f"not user names: {', '.join(bad[:5])} (lowercase letters, digits, _ and -)"
                 )
-            changes["participant_users"] = sorted(set(names))
+            elif admins := await self._admins(
+                set(names) - set(course.site_participant_users or ())
+            ):
+                problems["participant_users"] = (
+                    f"{', '.join(admins)}: hub admins cannot be added to a course from its page"
+                )
+            changes["participant_users"] = names
+            # answers of people no longer invited go with them (a new invitation asks again)
+            changes["accepted_users"] = sorted(set(course.accepted_users) & set(names))
+            changes["declined_users"] = sorted(set(course.declined_users) & set(names))
         days: dict[str, date] = {}
         for key in ("start", "end"):
             if key in form:
@@ -170,6 +216,15 @@ class CourseDesk:
         log.info("%s changed the course %s: %s", who, course.name, changes)
         return self.course(course.name)
 
+    async def _admins(self, names: set[str]) -> list[str]:
+        if not names:
+            return []
+        try:
+            users = await self.hub.users()
+        except HubError as e:
+            raise Refused(503, f"The hub did not list its users: {e.message}") from None
+        return sorted(n for n in names if (users.get(n) or {}).get("admin"))
+
     # ------------------------------------------------------------------ servers
 
     async def start_all(self, course: Course, who: str) -> Batch:
@@ -179,7 +234,9 @@ class CourseDesk:
         people = await self.roster(course)
         todo = []
         for p in people:
-            if not p.signed_in:
+            if p.state in ("invited", "declined"):
+                batch.skipped[p.name] = f"{p.state}, has not accepted the invitation"
+            elif not p.signed_in:
                 batch.skipped[p.name] = "has not signed in to the hub yet"
             elif home_of(p.name) is None:
                 batch.skipped[p.name] = "has no Unix account on the cluster yet"
@@ -231,8 +288,13 @@ class CourseDesk:
         return batch
 
     async def start_one(self, course: Course, who: str, name: str, stop: bool = False) -> None:
-        if name not in {p.name for p in await self.roster(course)}:
+        person = next((p for p in await self.roster(course) if p.name == name), None)
+        if person is None:
             raise Refused(404, f"{name} is not a participant of {course.display_name}.")
+        if not stop and person.state in ("invited", "declined"):
+            raise Refused(
+                409, f"{name} has not accepted the invitation to {course.display_name} yet."
+            )
         if not stop and not course.is_open():
             raise Refused(409, course.closed_message())
         try:
@@ -279,18 +341,48 @@ class CourseDesk:
     # ------------------------------------------------------------------ upkeep
 
     async def tick(self) -> None:
-        """Keep each course's hub group equal to its participants; close ended courses."""
+        """Keep each course's hub group equal to its participants, its trainers' shares equal
+        to its open course servers; close ended courses."""
         users = await self.hub.users()
+        wanted: dict[tuple[str, str], set[tuple[str, str]]] = {}
         for course in self.courses():
             people = participants(course, users)
             members = {p.name for p in people if p.signed_in}
             added, removed = await self.hub.sync_group(course, members, users)
             if added or removed:
                 log.info("course %s: group +%s -%s", course.name, sorted(added), sorted(removed))
+            is_open = course.is_open()
+            for recipient in trainers_of(course, users):
+                servers = wanted.setdefault(recipient, set())
+                if is_open:
+                    servers |= {
+                        (p.name, course.name)
+                        for p in people
+                        if p.signed_in and p.has_server and not p.admin
+                    }
             if datetime.now().astimezone() >= course.closes_at() and any(
                 p.state in ("running", "starting") for p in people
             ):
                 await self.stop_all(course, "factoryhub", why="course-ended")
+        await self.sync_shares(wanted, {c.name for c in self.courses()})
+
+    async def sync_shares(
+        self, wanted: dict[tuple[str, str], set[tuple[str, str]]], course_names: set[str]
+    ) -> None:
+        """Grant each trainer (user or group) the course servers in ``wanted`` and revoke
+        any other course server shared with them (shares of other servers are the owners'
+        own and left alone)."""
+        for (kind, name), servers in wanted.items():
+            try:
+                have = {s for s in await self.hub.shared_with(kind, name) if s[1] in course_names}
+                for owner, server in sorted(have - servers):
+                    await self.hub.unshare(owner, server, kind, name)
+                    log.info("revoked %s/%s from %s %s", owner, server, kind, name)
+                for owner, server in sorted(servers - have):
+                    await self.hub.share(owner, server, kind, name)
+                    log.info("shared %s/%s with %s %s", owner, server, kind, name)
+            except HubError as e:
+                log.warning("the shares of %s %s were not updated: %s", kind, name, e.message)
 
     async def prepare(self) -> None:
         """At service start: fetch git materials that are not there yet."""

@@ -2,8 +2,8 @@
 
 The Courses service talks to the hub with its own token, whose role (``hub.services``)
 allows only what the course page needs: read users (their groups and servers), and for each
-course's group (``course:<name>``) read and start/stop its members' servers and edit its
-members.
+course's group (``course:<name>``) read and start/stop its members' servers, edit its
+members and share their servers; and read and revoke the shares the course's trainers hold.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ class HubError(RuntimeError):
 
 @dataclass
 class Participant:
-    """A participant and their course server (``state``: never-signed-in, stopped, starting,
-    running, stopping)."""
+    """A participant and their course server (``state``: never-signed-in, invited,
+    declined, stopped, starting, running, stopping). ``signed_in``: a hub user who is in the
+    course (an invited person is not, until they accept)."""
 
     name: str
     signed_in: bool
@@ -39,6 +40,8 @@ class Participant:
     url: str = ""
     started: str = ""
     last_activity: str = ""
+    admin: bool = False
+    has_server: bool = False  # the hub holds their course server (running or not)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +51,7 @@ class Participant:
             "url": self.url,
             "started": self.started,
             "last_activity": self.last_activity,
+            "admin": self.admin,
         }
 
 
@@ -143,15 +147,53 @@ class Hub:
             "DELETE", f"users/{quote(user, safe='')}/servers/{quote(server, safe='')}", {}
         )
 
+    # ------------------------------------------------------------------ shares
+
+    async def shared_with(self, kind: str, name: str) -> set[tuple[str, str]]:
+        """The servers (owner, server name) shared with a user or group (``kind``: "user"
+        or "group"); empty when there is no such user or group."""
+        found: set[tuple[str, str]] = set()
+        offset = 0
+        while True:
+            page = await self.call(
+                "GET",
+                f"{kind}s/{quote(name, safe='')}/shared?limit=200&offset={offset}",
+                ok=(404,),
+            )
+            if not page:
+                return found
+            for share in page.get("items", []):
+                server = share.get("server") or {}
+                found.add(((server.get("user") or {}).get("name", ""), server.get("name", "")))
+            following = (page.get("_pagination") or {}).get("next")
+            if not following:
+                return found
+            offset = following["offset"]
+
+    async def share(self, owner: str, server: str, kind: str, name: str) -> None:
+        """Share ``owner``'s server ``server`` (access to that server only) with a user or
+        group."""
+        await self.call(
+            "POST", f"shares/{quote(owner, safe='')}/{quote(server, safe='')}", {kind: name}
+        )
+
+    async def unshare(self, owner: str, server: str, kind: str, name: str) -> None:
+        """Revoke what ``owner``'s server ``server`` is shared with a user or group (gone
+        already: nothing to do)."""
+        path = f"{kind}s/{quote(name, safe='')}/shared/{quote(owner, safe='')}"
+        await self.call("DELETE", f"{path}/{quote(server, safe='')}", ok=(404,))
+
 
 def participants(course: Course, users: dict[str, dict[str, Any]]) -> list[Participant]:
-    """The course's participants: the hub users it names or whose groups it names, and the
-    named users who have never signed in (no hub user yet)."""
+    """The course's participants: the hub users it names or whose groups it names, the named
+    users who have never signed in (no hub user yet), and those invited who have not
+    accepted (state ``invited`` or ``declined``)."""
     found: list[Participant] = []
     for name, model in sorted(users.items()):
         if not course.is_participant(name, model.get("groups") or ()):
             continue
-        server = (model.get("servers") or {}).get(course.name)
+        servers = model.get("servers") or {}
+        server = servers.get(course.name)
         state = server_state(server)
         found.append(
             Participant(
@@ -161,11 +203,20 @@ def participants(course: Course, users: dict[str, dict[str, Any]]) -> list[Parti
                 url=(server or {}).get("url", "") if state == "running" else "",
                 started=(server or {}).get("started") or "",
                 last_activity=(server or {}).get("last_activity") or "",
+                admin=bool(model.get("admin")),
+                has_server=course.name in servers,
             )
         )
     known = {p.name for p in found}
     for name in sorted(set(course.participant_users) - known):
-        found.append(Participant(name=name, signed_in=False, state="never-signed-in"))
+        model = users.get(name)
+        answer = course.invitation(name, (model or {}).get("groups") or ())
+        state = answer or ("never-signed-in" if model is None else "invited")
+        found.append(
+            Participant(
+                name=name, signed_in=False, state=state, admin=bool((model or {}).get("admin"))
+            )
+        )
     return found
 
 

@@ -211,7 +211,7 @@ def test_a_course_server_is_refused_to_outsiders_and_outside_its_days() -> None:
 # --------------------------------------------------------------------------- the hub
 
 
-def test_hub_settings_run_the_service_and_give_trainers_their_groups_servers_only() -> None:
+def test_hub_settings_run_the_service_and_give_trainers_no_access_scope() -> None:
     s = site.load_site(site.example_site_path())
     settings = hub_settings(s, {"FACTORYHUB_OIDC_CLIENT_SECRET": "x"}, "/py", "/site.yaml")
     hub = settings["JupyterHub"]
@@ -220,14 +220,14 @@ def test_hub_settings_run_the_service_and_give_trainers_their_groups_servers_onl
     roles = {r["name"]: r for r in hub["load_roles"]}
     trainers = roles[trainer_role("intro-ai")]
     assert trainers["groups"] == ["trainers"]
-    assert trainers["scopes"] == [
-        "access:servers!group=course:intro-ai",
-        "read:servers!group=course:intro-ai",
-        "read:users:name!group=course:intro-ai",
-    ]
+    # no access scope at all: course servers reach trainers as shares of one server each
+    assert trainers["scopes"] == ["read:users:name!group=course:intro-ai"]
+    assert not any("access:" in x for r in hub["load_roles"] if r is trainers for x in r["scopes"])
     service = roles["courses-service"]["scopes"]
     assert "servers!group=course:intro-ai" in service and "admin:users" not in service
-    assert not any(x in service for x in ("servers", "admin:groups", "access:servers"))
+    assert "shares!group=course:intro-ai" in service
+    assert "groups:shares!group=trainers" in service
+    assert not any(x in service for x in ("servers", "admin:groups", "access:servers", "shares"))
     spawner = settings["FactorySlurmSpawner"]
     assert spawner["courses"][0]["name"] == "intro-ai"
     assert spawner["courses_db"].endswith("/courses/courses.sqlite")
