@@ -38,6 +38,14 @@ REPORTS_ACCESS = [
     {"groups": ["acme-ai"], "reports": ["quick"], "allow": ["run"]},
 ]
 
+REPORTS_LIMITS = {"concurrent_runs_per_person": 6, "schedules_per_person": 2, "runs_per_hour": 200}
+# a site report (the only kind that runs as REPORTS_USER), due once a year: never in a test
+SITE_REPORT = {
+    "report": "quick",
+    "schedule": "0 3 1 1 *",
+    "parameters": [{"name": "label", "value": "site"}],
+}
+
 # The test course: fhtest-trainer teaches it (group fhtest-trainers); fhtest-pupil-a and -b
 # take it by IdP group, fhtest-pupil-c by name; fhtest-oidc neither teaches nor takes it.
 # Its materials are a git repository (COURSE_REPO, made by the fixture).
@@ -188,6 +196,8 @@ def oidc_hub(
         "service_user": REPORTS_USER,
         "service_project": TEST_PROJECT["name"],
         "access": REPORTS_ACCESS,
+        "limits": REPORTS_LIMITS,
+        "site_reports": [SITE_REPORT],
     }
     # The course's materials: a git repository, mirrored by the Courses service into a cache
     # every participant can read.

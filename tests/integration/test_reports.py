@@ -20,7 +20,7 @@ import pytest
 
 from .hub_fixtures import RunningHub
 from .idp_fixtures import TEST_PASSWORD
-from .oidc_fixtures import REPORTS_USER, TEST_PROJECT, hub_sign_in
+from .oidc_fixtures import TEST_PROJECT, hub_sign_in
 
 pytestmark = pytest.mark.slurm
 
@@ -84,13 +84,15 @@ def start(c: httpx.Client, report: str, **parameters: Any) -> dict[str, Any]:
 
 
 def sacct(job_id: str) -> list[str]:
+    """User, account, state and name of the job: the newest of that id (a restarted test
+    Slurm numbers jobs from the start again, and accounting keeps the old ones)."""
     out = subprocess.run(
         ["sacct", "-n", "-P", "-X", "-j", job_id, "--format=User,Account,State,JobName"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return out.strip().split("|")
+    return out.strip().splitlines()[-1].split("|")
 
 
 def report_jobs(user: str) -> list[str]:
@@ -222,9 +224,12 @@ def test_users_without_the_right_are_refused(clients: dict[str, httpx.Client]) -
     assert report_jobs(OTHER) == [] and report_jobs(NOBODY) == []
 
 
-def test_a_schedule_fires_on_time_as_the_service_account(
+@pytest.mark.security
+def test_a_schedule_fires_on_time_as_the_member_who_made_it(
     clients: dict[str, httpx.Client],
 ) -> None:
+    """Issue 17: a schedule's runs are Slurm jobs of the person who made it, under their
+    project's account; the service account runs only the site file's site reports."""
     c = clients[STAFF]
     preview = c.get(f"{API}/next-runs", params={"cron": "*/2 * * * *"})
     assert preview.status_code == 200 and len(preview.json()["next_runs"]) == 5
@@ -249,11 +254,14 @@ def test_a_schedule_fires_on_time_as_the_service_account(
         # on time: within a few seconds of the minute it was due
         assert 0 <= (fired - first).total_seconds() < 10, (fired, first)
         run = runs[0]
-        assert run["user"] == STAFF and run["run_as"] == REPORTS_USER
+        assert run["user"] == STAFF and run["run_as"] == STAFF
         assert run["parameters"]["label"] == "scheduled"
         done = wait_run(c, run["id"], {"succeeded", "failed"}, 120)
         assert done["status"] == "succeeded", done
-        assert sacct(run["job_id"])[:2] == [REPORTS_USER, TEST_PROJECT["account"]]
+        assert sacct(run["job_id"])[:2] == [STAFF, TEST_PROJECT["account"]]
+        # its outputs are the member's, in their home
+        out_dir = f"/home/{STAFF}/.factoryhub/reports/run-{run['id']}"
+        assert os.stat(out_dir).st_uid == psutil_uid(STAFF)
         assert "label=scheduled" in c.get(done["links"]["html"]).text
     finally:
         assert c.delete(f"{API}/schedules/{schedule['id']}").status_code == 204
