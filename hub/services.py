@@ -157,7 +157,7 @@ def courses_scopes(site: Site) -> tuple[list[str], list[dict[str, Any]]]:
     """The Courses service's scopes and the trainers' roles.
 
     The service may share (and so start, stop, reach) the servers of each course group's
-    members, and read and revoke the shares its trainers (users and groups) hold. Trainers
+    members, and read and revoke the shares its trainers (by name or group) hold. Trainers
     get no access scope at all: each participant's course server reaches them as a share of
     that one server (``access:servers!server=<user>/<course>``), made by the service."""
     service_scopes = ["list:users", "read:users"]
@@ -170,8 +170,7 @@ def courses_scopes(site: Site) -> tuple[list[str], list[dict[str, Any]]]:
             f"admin:groups!group={group}",
             f"shares!group={group}",
             *(f"users:shares!user={u}" for u in course.trainer_users),
-            *(f"groups:shares!group={g}" for g in course.trainer_groups),
-            *(f"read:groups:name!group={g}" for g in course.trainer_groups),
+            *(f"users:shares!group={g}" for g in course.trainer_groups),
         ]
         roles.append(
             {

@@ -64,10 +64,14 @@ class Batch:
 
 
 def trainers_of(course: Course, users: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
-    """Whom a course's servers are shared with: ("user", name) for trainers who are hub
-    users, ("group", name) for the trainer groups."""
-    found = [("user", n) for n in course.trainer_users if n in users]
-    return found + [("group", g) for g in course.trainer_groups]
+    """Whom a course's servers are shared with: ("user", name) for each hub user who is one
+    of its trainers, by name or group. (Shares with a whole group are not used: JupyterHub
+    leaves group shares out of the tokens its OAuth issues, so the browser never gets them.)"""
+    return [
+        ("user", name)
+        for name, model in sorted(users.items())
+        if course.is_trainer(name, model.get("groups") or ())
+    ]
 
 
 def home_of(username: str) -> str | None:
@@ -154,6 +158,17 @@ class CourseDesk:
         except HubError as e:
             raise Refused(503, f"The hub did not list the participants: {e.message}") from None
 
+    async def synced_roster(self, course: Course) -> list[Participant]:
+        """The roster, with the course's hub group brought up to it first (a person who has
+        just accepted can be started at once, not after the next upkeep tick)."""
+        try:
+            users = await self.hub.users()
+            people = participants(course, users)
+            await self.hub.sync_group(course, {p.name for p in people if p.signed_in}, users)
+        except HubError as e:
+            raise Refused(503, f"The hub did not list the participants: {e.message}") from None
+        return people
+
     async def capacity(self, course: Course) -> capacity_mod.Capacity:
         try:
             profile = Profile.from_config(self.site.profile(course.profile).to_config())
@@ -231,7 +246,7 @@ class CourseDesk:
         if not course.is_open():
             raise Refused(409, course.closed_message())
         batch = Batch("start-all", course.name)
-        people = await self.roster(course)
+        people = await self.synced_roster(course)
         todo = []
         for p in people:
             if p.state in ("invited", "declined"):
@@ -288,7 +303,7 @@ class CourseDesk:
         return batch
 
     async def start_one(self, course: Course, who: str, name: str, stop: bool = False) -> None:
-        person = next((p for p in await self.roster(course) if p.name == name), None)
+        person = next((p for p in await self.synced_roster(course) if p.name == name), None)
         if person is None:
             raise Refused(404, f"{name} is not a participant of {course.display_name}.")
         if not stop and person.state in ("invited", "declined"):

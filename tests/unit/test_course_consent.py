@@ -167,23 +167,23 @@ async def test_an_admin_cannot_be_added_and_an_invitee_cannot_be_started(
 async def test_shares_follow_the_course_and_its_people(desk: tuple[CourseDesk, FakeHub]) -> None:
     d, hub = desk
     course = await d.edit(d.course("intro-ai"), "tara", {"participant_users": "sofia ivy"})
-    hub.shares.add(("sofia", "", "group", "trainers"))  # sofia's own share of her own server
+    hub.shares.add(("sofia", "", "user", "tara"))  # sofia's own share of her own server
     await d.tick()
     # sofia's course server only (not her default server), not ivy's (she has not accepted)
     assert hub.shares == {
-        ("sofia", "", "group", "trainers"),
-        ("sofia", "intro-ai", "group", "trainers"),
+        ("sofia", "", "user", "tara"),
+        ("sofia", "intro-ai", "user", "tara"),
     }
     d.answer(Person("ivy", frozenset()), "intro-ai", accept=True)
     await d.tick()
-    assert ("ivy", "intro-ai", "group", "trainers") in hub.shares
+    assert ("ivy", "intro-ai", "user", "tara") in hub.shares
     # ivy leaves the course: her share goes
     await d.edit(d.course("intro-ai"), "tara", {"participant_users": "sofia"})
     await d.tick()
-    assert ("ivy", "intro-ai", "group", "trainers") not in hub.shares
+    assert ("ivy", "intro-ai", "user", "tara") not in hub.shares
     # the course ends: every course share goes, the owner's own share stays
     ended = (TODAY - timedelta(days=3)).isoformat()
     await d.edit(course, "tara", {"start": ended, "end": ended})
     await d.tick()
-    assert hub.shares == {("sofia", "", "group", "trainers")}
+    assert hub.shares == {("sofia", "", "user", "tara")}
     assert participants(d.course("intro-ai"), hub.models)

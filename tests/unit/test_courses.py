@@ -226,7 +226,7 @@ def test_hub_settings_run_the_service_and_give_trainers_no_access_scope() -> Non
     service = roles["courses-service"]["scopes"]
     assert "servers!group=course:intro-ai" in service and "admin:users" not in service
     assert "shares!group=course:intro-ai" in service
-    assert "groups:shares!group=trainers" in service
+    assert "users:shares!group=trainers" in service
     assert not any(x in service for x in ("servers", "admin:groups", "access:servers", "shares"))
     spawner = settings["FactorySlurmSpawner"]
     assert spawner["courses"][0]["name"] == "intro-ai"
