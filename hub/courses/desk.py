@@ -271,6 +271,7 @@ class CourseDesk:
 
         begun = time.monotonic()
         await asyncio.gather(*(one(n) for n in todo))
+        await self.share_now(course, set(batch.asked))
         self.store.log(course.name, who, "start-all", batch.to_json())
         log.info("%s started all of %s: %s", who, course.name, batch.to_json())
         if batch.asked:
@@ -316,6 +317,8 @@ class CourseDesk:
             await (self.hub.stop if stop else self.hub.start)(name, course.name)
         except HubError as e:
             raise Refused(e.status if e.status in (400, 409) else 502, e.message) from None
+        if not stop:
+            await self.share_now(course, {name})
         self.store.log(course.name, who, "stop" if stop else "start", {"participant": name})
 
     # ------------------------------------------------------------------ notebooks
@@ -380,6 +383,20 @@ class CourseDesk:
             ):
                 await self.stop_all(course, "factoryhub", why="course-ended")
         await self.sync_shares(wanted, {c.name for c in self.courses()})
+
+    async def share_now(self, course: Course, names: set[str]) -> None:
+        """Share the course servers of ``names`` (just started, so the hub holds them) with the
+        trainers at once, not at the next upkeep tick; admins' servers never."""
+        if not names or not course.is_open():
+            return
+        try:
+            users = await self.hub.users()
+            for kind, trainer in trainers_of(course, users):
+                for name in sorted(names):
+                    if not (users.get(name) or {}).get("admin"):
+                        await self.hub.share(name, course.name, kind, trainer)
+        except HubError as e:
+            log.warning("course %s: sharing %s waits for the upkeep: %s", course.name, names, e)
 
     async def sync_shares(
         self, wanted: dict[tuple[str, str], set[tuple[str, str]]], course_names: set[str]
