@@ -377,6 +377,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                        optimizer_state=optimizer_state)  # fmt: skip
         if rt.is_main:
             print(json.dumps(result.summary()), flush=True)
+        if dist.is_initialized():
+            # every rank leaves together: a rank that tears its process group down while
+            # rank 0 still saves the checkpoint aborts in gloo ("terminate called without an
+            # active exception", seen once in CI), and torchrun then fails the whole job
+            dist.barrier()
     except Exception as e:
         if rt.is_main:
             out.mkdir(parents=True, exist_ok=True)
