@@ -18,25 +18,14 @@ from factoryhub.hub.service_web import Person, Refused
 from factoryhub.spawners.course_store import CourseStore
 from factoryhub.spawners.courses import Course, course_groups, load_courses
 
+from .test_courses import a_course as base_course
+
 TODAY = date.today()
 
 
 def a_course(**changes: Any) -> Course:
-    base: dict[str, Any] = {
-        "name": "intro-ai",
-        "display_name": "Intro",
-        "profile": "cpu-small",
-        "project": "factory-ops",
-        "account": "factory-ops",
-        "start": TODAY - timedelta(days=1),
-        "end": TODAY + timedelta(days=1),
-        "trainer_users": ("tara",),
-        "trainer_groups": ("trainers",),
-        "participant_users": ("ann",),
-        "participant_groups": ("cohort",),
-    }
-    base.update(changes)
-    return Course(**base)
+    """test_courses' course, named and taught as the consent tests need."""
+    return base_course(**{"name": "intro-ai", "trainer_users": ("tara",), **changes})
 
 
 def test_people_a_trainer_adds_are_invited_until_they_accept() -> None:
