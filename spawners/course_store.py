@@ -84,17 +84,7 @@ class CourseStore:
         with db:
             row = db.execute("SELECT data FROM edits WHERE course = ?", (course,)).fetchone()
             merged = {**(json.loads(row[0]) if row else {}), **changes}
-            now = time.time()
-            db.execute(
-                "INSERT INTO edits (course, data, updated_by, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(course) DO UPDATE SET data = excluded.data, "
-                "updated_by = excluded.updated_by, updated_at = excluded.updated_at",
-                (course, json.dumps(merged), who, now),
-            )
-            db.execute(
-                "INSERT INTO events (course, at, who, kind, detail) VALUES (?, ?, ?, 'edit', ?)",
-                (course, now, who, json.dumps(dict(changes))),
-            )
+            _store_edits(db, course, merged, who, "edit", changes)
         db.close()
         return merged
 
@@ -110,18 +100,8 @@ class CourseStore:
             declined = set(data.get("declined_users") or ()) - {who}
             (accepted if accept else declined).add(who)
             data.update(accepted_users=sorted(accepted), declined_users=sorted(declined))
-            now = time.time()
-            db.execute(
-                "INSERT INTO edits (course, data, updated_by, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(course) DO UPDATE SET data = excluded.data, "
-                "updated_by = excluded.updated_by, updated_at = excluded.updated_at",
-                (course, json.dumps(data), who, now),
-            )
             kind = "invitation-accepted" if accept else "invitation-declined"
-            db.execute(
-                "INSERT INTO events (course, at, who, kind, detail) VALUES (?, ?, ?, ?, ?)",
-                (course, now, who, kind, json.dumps({"participant": who})),
-            )
+            _store_edits(db, course, data, who, kind, {"participant": who})
         db.close()
         return data
 
@@ -150,3 +130,25 @@ class CourseStore:
         finally:
             db.close()
         return [Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+
+def _store_edits(
+    db: sqlite3.Connection,
+    course: str,
+    data: Mapping[str, Any],
+    who: str,
+    kind: str,
+    detail: Mapping[str, Any],
+) -> None:
+    """Replace the course's edits with ``data`` and log the change, in ``db``'s transaction."""
+    now = time.time()
+    db.execute(
+        "INSERT INTO edits (course, data, updated_by, updated_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(course) DO UPDATE SET data = excluded.data, "
+        "updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+        (course, json.dumps(dict(data)), who, now),
+    )
+    db.execute(
+        "INSERT INTO events (course, at, who, kind, detail) VALUES (?, ?, ?, ?, ?)",
+        (course, now, who, kind, json.dumps(dict(detail))),
+    )
