@@ -53,6 +53,6 @@ images: install-test
 bench:
 	$(PYTHON) benchmarks/spawn_latency.py
 
-# helm/factoryhub/values.schema.json from helm/chart-values.schema.json + hub/site_schema.json.
+# helm/factoryhub/values.schema.json from helm/chart-values.schema.json + hub/site/schema.json.
 chart-schema:
 	$(PYTHON) local/chart_schema.py

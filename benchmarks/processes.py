@@ -344,7 +344,7 @@ def factoryhub_hub(
     file before it is written."""
     import yaml
 
-    from factoryhub.hub.site import example_site_path
+    from factoryhub.hub.site.loader import example_site_path
 
     spec = importlib.util.find_spec("factoryhub.hub.jupyterhub_config")
     if spec is None or spec.origin is None:

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import ipywidgets as widgets
 
-from . import slurm_jobs
-from .slurm_jobs import MyJob, SlurmError, SlurmUnavailable
+from factoryhub.helpers import slurm_jobs
+from factoryhub.helpers.slurm_jobs import MyJob, SlurmError, SlurmUnavailable
 
 STATE_COLOURS = {"RUNNING": "#1a7f37", "PENDING": "#9a6700", "COMPLETING": "#57606a"}
 

@@ -3,7 +3,7 @@
 Runs ``squeue --json``/``sacct --json``/``sbatch``/``scancel`` as the notebook's user (a
 user server runs on a node that can submit). Reading Slurm's JSON and the difference between
 "Slurm did not answer" and "Slurm refused" are the spawner's own
-(``factoryhub.spawners.slurm_json``): jobs' names and comments are their users' and may hold
+(``factoryhub.spawners.slurm.job_json``): jobs' names and comments are their users' and may hold
 newlines, so Slurm's text formats are never parsed.
 """
 
@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from factoryhub.spawners.slurm_client import (
+from factoryhub.spawners.slurm.job_json import accounted_state, jobs_of, loads
+from factoryhub.spawners.slurm.local import (
     CommandResult,
     JobInfo,
     SlurmError,
@@ -24,7 +25,6 @@ from factoryhub.spawners.slurm_client import (
     check_result,
     is_invalid_job,
 )
-from factoryhub.spawners.slurm_json import accounted_state, jobs_of, loads
 
 __all__ = [
     "JobInfo",

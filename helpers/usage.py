@@ -13,7 +13,7 @@ Jobs are cut at the period's edges (what ``sacct --truncate`` does to its text o
 job that ran across them counts only with its time inside; a job still running counts up to
 now or the period's end, whichever comes first.
 
-Slurm's JSON is read by factoryhub's one parser (``factoryhub.spawners.slurm_json``): job
+Slurm's JSON is read by factoryhub's one parser (``factoryhub.spawners.slurm.job_json``): job
 names are their users' and may hold newlines and ``|``, so sacct's text is never parsed.
 """
 
@@ -29,12 +29,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from factoryhub.spawners.slurm_json import (
-    AccountedJob,
-    SlurmUnavailable,
-    accounted_jobs,
-    loads,
-)
+from factoryhub.spawners.slurm.job_json import AccountedJob, SlurmUnavailable, accounted_jobs, loads
 
 __all__ = [
     "COLUMNS",

@@ -29,13 +29,8 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Bool, Dict, Float, Int, List, Unicode, default
 
-from factoryhub.spawners.course_store import CourseStore
-from factoryhub.spawners.courses import course_groups, load_courses
-from factoryhub.spawners.slurm_accounts import AccountingError, ensure_user_in_account
-from factoryhub.spawners.system_accounts import SystemAccountError, check_not_system_account
-
-from .identities import IdentityConflict, IdentityStore
-from .oidc import (
+from factoryhub.hub.identities import IdentityConflict, IdentityStore
+from factoryhub.hub.oidc import (
     IdTokenError,
     check_username,
     discovery_url,
@@ -43,6 +38,10 @@ from .oidc import (
     groups_of,
     verify_id_token,
 )
+from factoryhub.spawners.courses.store import CourseStore
+from factoryhub.spawners.model.courses import course_groups, load_courses
+from factoryhub.spawners.slurm.accounts import AccountingError, ensure_user_in_account
+from factoryhub.spawners.system_accounts import SystemAccountError, check_not_system_account
 
 
 class FactoryLoginHandler(OAuthLoginHandler):

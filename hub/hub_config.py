@@ -15,17 +15,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .home import factoryhub_job
-from .home_courses import courses_for_home
-from .service_web import LOOPBACK
-from .services import (
+from factoryhub.hub.courses.home import courses_for_home
+from factoryhub.hub.home import factoryhub_job
+from factoryhub.hub.service_web import LOOPBACK
+from factoryhub.hub.services import (
     courses_db,
     courses_settings,
     idle_culler_settings,
     merge_settings,
     reports_settings,
 )
-from .site import OidcAuth, Site
+from factoryhub.hub.site.loader import OidcAuth, Site
 
 OPERATOR_SERVICE = "factoryhub-operator"
 

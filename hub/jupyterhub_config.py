@@ -11,10 +11,10 @@ from pathlib import Path
 from traitlets.config import Config
 
 from factoryhub.hub.hub_config import SecretMissing, hub_settings
-from factoryhub.hub.site import SiteError, example_site_path, load_site
-from factoryhub.spawners.poller import start_with_hub
+from factoryhub.hub.site.loader import SiteError, example_site_path, load_site
 from factoryhub.spawners.private_state import private_file
-from factoryhub.spawners.slurm_access import make_client
+from factoryhub.spawners.slurm.access import make_client
+from factoryhub.spawners.slurm.poller import start_with_hub
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821
 

@@ -27,9 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from factoryhub.spawners.courses import hub_group
-
-from .site_model import Site
+from factoryhub.hub.site.model import Site
+from factoryhub.spawners.model.courses import hub_group
 
 IDLE_CULLER_SERVICE = "idle-culler"
 IDLE_CULLER_ROLE = "idle-culler"

@@ -4,12 +4,12 @@ association for every Unix user it creates.
 With ``AccountingStorageEnforce=associations`` a user needs an association (user ↔ account)
 before Slurm accepts any job of theirs: ``ensure_default_association`` gives every user the
 local factory creates one, in account ``factoryhub-default``. The generic operations live in
-:mod:`factoryhub.spawners.slurm_accounts` (the hub uses them too) and are re-exported here.
+:mod:`factoryhub.spawners.slurm.accounts` (the hub uses them too) and are re-exported here.
 """
 
 from __future__ import annotations
 
-from factoryhub.spawners.slurm_accounts import (
+from factoryhub.spawners.slurm.accounts import (
     AccountingError,
     account_exists,
     accounts,

@@ -4,7 +4,7 @@
 
 - the chart's own values (image, hub, proxy, ingress, persistence, secrets, networkPolicy, ...)
   come from ``helm/chart-values.schema.json``, ``additionalProperties: false`` at every level;
-- ``properties.site`` is the site file's schema ``hub/site_schema.json`` itself, the one the hub
+- ``properties.site`` is the site file's schema ``hub/site/schema.json`` itself, the one the hub
   checks its site file with, so ``helm lint``/``install`` refuse a bad site value up front. Its
   ``$defs`` move to the top level as ``site.<name>`` and every ``$ref`` to them is rewritten.
 
@@ -28,14 +28,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-SITE_SCHEMA = Path("hub/site_schema.json")
+SITE_SCHEMA = Path("hub/site/schema.json")
 CHART_PART = Path("helm/chart-values.schema.json")
 VALUES_SCHEMA = Path("helm/factoryhub/values.schema.json")
 
 SITE_PREFIX = "site."
 _SITE_DESCRIPTION = (
     "The site file (factory.yaml), rendered into the ConfigMap the hub reads: checked by the "
-    "same schema as the hub checks it with (hub/site_schema.json). "
+    "same schema as the hub checks it with (hub/site/schema.json). "
 )
 
 

@@ -6,9 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from factoryhub.hub.site import Site
-
-from . import idp, pids, processes, progress, site_setup, slurm
+from factoryhub.hub.site.loader import Site
+from factoryhub.local import idp, pids, processes, progress, site_setup, slurm
 
 # Local-only demo credentials: the hub on 127.0.0.1 signs these Unix users in.
 DEMO_USERS = ("alice", "bob")

@@ -166,7 +166,7 @@ fi
 
 # 4. factoryhub itself, non-editable: reinstalled whenever its sources changed ----------------
 src_stamp="$VENV/.factoryhub-src.sha256"
-src_hash="$(cd "$REPO" && find pyproject.toml hub spawners local helpers notebooks -type f \
+src_hash="$(cd "$REPO" && find pyproject.toml setup.py hub spawners local helpers notebooks -type f \
     -not -path '*/__pycache__/*' -not -name '*.pyc' -print0 2>/dev/null \
     | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
 install_factoryhub() {

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import pids
+from factoryhub.local import pids
 
 HUB_URL = "http://127.0.0.1:8000"
 HUB_API = f"{HUB_URL}/hub/api/"

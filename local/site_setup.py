@@ -8,9 +8,8 @@ import pwd
 from pathlib import Path
 from urllib.parse import urlparse
 
-from factoryhub.hub.site import Site, load_site
-
-from . import accounting, idp
+from factoryhub.hub.site.loader import Site, load_site
+from factoryhub.local import accounting, idp
 
 DEMO_IDP_USERS = (
     ("sofia", "startup engineer", "acme-ai"),
@@ -65,7 +64,7 @@ def reports_service_user(site: Site) -> tuple[str, bool]:
     name = site.reports.service_user
     if not (site.reports.enabled and name):
         return "", False
-    from . import slurm
+    from factoryhub.local import slurm
 
     created = not unix_user_exists(name)
     slurm.create_unix_user(name)

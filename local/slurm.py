@@ -22,8 +22,8 @@ from pathlib import Path
 
 import jinja2
 
-from . import accounting, pids, slurmrestd
-from .keys import create_key
+from factoryhub.local import accounting, pids, slurmrestd
+from factoryhub.local.keys import create_key
 
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 MUNGE_KEY = Path("/etc/munge/munge.key")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from . import pids
-from .keys import create_key
+from factoryhub.local import pids
+from factoryhub.local.keys import create_key
 
 SLURM_DIR = pids.STATE_ROOT / "slurm"
 KEY = SLURM_DIR / "jwt_hs256.key"

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import user_files
+from factoryhub.spawners import user_files
 
 ENV_VAR = "FACTORYHUB_DASK"
 CERT_FILE, KEY_FILE = "tls-cert.pem", "tls-key.pem"

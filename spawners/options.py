@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .courses import Course
-from .profiles import Profile, format_walltime, parse_walltime
-from .projects import Project, Usage
+from factoryhub.spawners.model.courses import Course
+from factoryhub.spawners.model.profiles import Profile, format_walltime, parse_walltime
+from factoryhub.spawners.model.projects import Project, Usage
 
 FIELDS = ("project", "profile", "walltime", "memory_gb", "gpus")
 MAX_VALUE_LENGTH = 64

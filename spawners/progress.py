@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .slurm_client import JobInfo
+from factoryhub.spawners.slurm.local import JobInfo
 
 # Slurm's pending reasons, in the words of someone waiting for a notebook.
 REASONS = {

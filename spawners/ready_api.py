@@ -18,7 +18,7 @@ from typing import Any
 from jupyterhub.apihandlers import APIHandler, default_handlers
 from tornado import web
 
-from .ready_address import ForeignAddress
+from factoryhub.spawners.ready_address import ForeignAddress
 
 READY_ROUTE = r"/api/factoryhub/server-ready"
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")

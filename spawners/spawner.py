@@ -30,25 +30,34 @@ from tornado import web
 from traitlets import Any as AnyTrait
 from traitlets import CaselessStrEnum, Dict, Float, List, Unicode, default
 
-from . import (
+from factoryhub.spawners import (
     metrics,
     ready_api,  # noqa: F401 - registers the server-ready API route
 )
-from .apptainer import ApptainerSettings, server_command
-from .course_server import COURSE_FOLDER_VAR, COURSE_MATERIALS_VAR, CourseServers
-from .courses import Course
-from .dask_setup import ENV_VAR as DASK_ENV_VAR
-from .dask_setup import dask_payload
-from .jobscript import render_job_script
-from .options import JobRequest, OptionsError, validate_course_options, validate_options
-from .poller import SlurmPoller, end_message, shared_poller
-from .profiles import Profile, load_profiles, profiles_for
-from .progress import describe
-from .projects import Project, Usage, load_projects, projects_for
-from .ready_address import check_ready_address
-from .slurm_access import ACCESS_MODES, SlurmClient, make_client
-from .slurm_client import JobInfo, SlurmError, SlurmUnavailable
-from .user_files import last_lines, read_tail_as_user
+from factoryhub.spawners.apptainer import ApptainerSettings, server_command
+from factoryhub.spawners.courses.servers import (
+    COURSE_FOLDER_VAR,
+    COURSE_MATERIALS_VAR,
+    CourseServers,
+)
+from factoryhub.spawners.dask_setup import ENV_VAR as DASK_ENV_VAR
+from factoryhub.spawners.dask_setup import dask_payload
+from factoryhub.spawners.jobscript import render_job_script
+from factoryhub.spawners.model.courses import Course
+from factoryhub.spawners.model.profiles import Profile, load_profiles, profiles_for
+from factoryhub.spawners.model.projects import Project, Usage, load_projects, projects_for
+from factoryhub.spawners.options import (
+    JobRequest,
+    OptionsError,
+    validate_course_options,
+    validate_options,
+)
+from factoryhub.spawners.progress import describe
+from factoryhub.spawners.ready_address import check_ready_address
+from factoryhub.spawners.slurm.access import ACCESS_MODES, SlurmClient, make_client
+from factoryhub.spawners.slurm.local import JobInfo, SlurmError, SlurmUnavailable
+from factoryhub.spawners.slurm.poller import SlurmPoller, end_message, shared_poller
+from factoryhub.spawners.user_files import last_lines, read_tail_as_user
 
 _form_env = Environment(
     loader=PackageLoader("factoryhub.spawners", "templates"),
@@ -181,7 +190,7 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
         server's ready call is accepted only with an address of the node its job runs on.""",
     ).tag(config=True)
 
-    slurm = AnyTrait(help="The Slurm client (factoryhub.spawners.slurm_access.make_client).")
+    slurm = AnyTrait(help="The Slurm client (factoryhub.spawners.slurm.access.make_client).")
 
     @default("slurm")
     def _default_slurm(self) -> SlurmClient:

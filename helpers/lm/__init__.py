@@ -18,8 +18,8 @@ here too: ``lm.TrainConfig``, ``lm.TrainResult``...
 import importlib
 from typing import Any
 
-from .checkpoint import EvalResult, evaluate, load_checkpoint, save_checkpoint
-from .data import (
+from factoryhub.helpers.lm.checkpoint import EvalResult, evaluate, load_checkpoint, save_checkpoint
+from factoryhub.helpers.lm.data import (
     BUILTIN_CORPUS,
     DEFAULT_DATA_DIR,
     ByteDataset,
@@ -28,7 +28,7 @@ from .data import (
     resolve_source,
     split_documents,
 )
-from .model import SIZES, ByteLM, ModelConfig, model_config
+from factoryhub.helpers.lm.model import SIZES, ByteLM, ModelConfig, model_config
 
 # .train is imported on first use, so that ``python -m factoryhub.helpers.lm.train`` does not
 # find its module imported already (runpy warns about that, and it would run twice).

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .data import ByteDataset
-from .model import ByteLM, ModelConfig
+from factoryhub.helpers.lm.data import ByteDataset
+from factoryhub.helpers.lm.model import ByteLM, ModelConfig
 
 FORMAT = "factoryhub-bytelm/1"
 

@@ -33,9 +33,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import load_checkpoint, save_checkpoint, unwrap
-from .data import ByteDataset
-from .model import SIZES, ByteLM, model_config
+from factoryhub.helpers.lm.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from factoryhub.helpers.lm.data import ByteDataset
+from factoryhub.helpers.lm.model import SIZES, ByteLM, model_config
 
 METRICS_FILE, CHECKPOINT_FILE, DONE_FILE = "metrics.jsonl", "checkpoint.pt", "done.json"
 

@@ -11,10 +11,9 @@ from typing import Any
 from jupyterhub.utils import url_path_join
 from tornado import web
 
+from factoryhub.hub.courses.desk import CourseDesk
 from factoryhub.hub.service_web import Person, Refused, ServiceHandler, api, application, page
-from factoryhub.spawners.courses import Course
-
-from .desk import CourseDesk
+from factoryhub.spawners.model.courses import Course
 
 TEMPLATES = Path(__file__).parent / "templates"
 ACTIONS = ("start-all", "stop-all", "collect", "materials")

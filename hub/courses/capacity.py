@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from factoryhub.spawners.profiles import Profile
-from factoryhub.spawners.slurm_access import SlurmClient
+from factoryhub.spawners.model.profiles import Profile
+from factoryhub.spawners.slurm.access import SlurmClient
 
 DOWN = ("DOWN", "DRAIN", "FAIL", "NOT_RESPONDING", "POWERED_DOWN", "MAINT")
 

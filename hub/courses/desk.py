@@ -24,18 +24,17 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from factoryhub.hub.courses import capacity as capacity_mod
+from factoryhub.hub.courses.collect import Collected, collect
+from factoryhub.hub.courses.roster import Hub, HubError, Participant, participants, wait_for
 from factoryhub.hub.service_web import People, Person, Refused
-from factoryhub.hub.site_model import Site
-from factoryhub.spawners.course_store import CourseStore
-from factoryhub.spawners.courses import Course, course_named, load_courses
-from factoryhub.spawners.materials import MaterialsError, mirror_git
-from factoryhub.spawners.profiles import Profile
-from factoryhub.spawners.slurm_access import SlurmClient, make_client
-from factoryhub.spawners.slurm_client import SlurmError, SlurmUnavailable
-
-from . import capacity as capacity_mod
-from .collect import Collected, collect
-from .roster import Hub, HubError, Participant, participants, wait_for
+from factoryhub.hub.site.model import Site
+from factoryhub.spawners.courses.materials import MaterialsError, mirror_git
+from factoryhub.spawners.courses.store import CourseStore
+from factoryhub.spawners.model.courses import Course, course_named, load_courses
+from factoryhub.spawners.model.profiles import Profile
+from factoryhub.spawners.slurm.access import SlurmClient, make_client
+from factoryhub.spawners.slurm.local import SlurmError, SlurmUnavailable
 
 log = logging.getLogger("factoryhub.courses")
 POSIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")

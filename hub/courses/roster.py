@@ -18,7 +18,7 @@ from urllib.parse import quote
 from jupyterhub.utils import url_path_join
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
-from factoryhub.spawners.courses import Course, hub_group
+from factoryhub.spawners.model.courses import Course, hub_group
 
 
 class HubError(RuntimeError):

@@ -17,14 +17,13 @@ import secrets
 import sys
 from pathlib import Path
 
+from factoryhub.hub.courses.app import make_app
+from factoryhub.hub.courses.desk import CourseDesk
+from factoryhub.hub.courses.roster import Hub, HubError
 from factoryhub.hub.service_web import listen_address, run_until_stopped
-from factoryhub.hub.site import SiteError, example_site_path, load_site
-from factoryhub.spawners.course_store import CourseStore
-from factoryhub.spawners.slurm_access import make_client
-
-from .app import make_app
-from .desk import CourseDesk
-from .roster import Hub, HubError
+from factoryhub.hub.site.loader import SiteError, example_site_path, load_site
+from factoryhub.spawners.courses.store import CourseStore
+from factoryhub.spawners.slurm.access import make_client
 
 log = logging.getLogger("factoryhub.courses")
 TICK_S = 5.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from factoryhub.hub.service_web import Person
-from factoryhub.hub.site_reports import AccessRule
+from factoryhub.hub.site.reports import AccessRule
 
 __all__ = ["ACTIONS", "Access", "Person"]
 

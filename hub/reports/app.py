@@ -13,6 +13,10 @@ from typing import Any
 from jupyterhub.utils import url_path_join
 from tornado import web
 
+from factoryhub.hub.reports import schedules
+from factoryhub.hub.reports.catalog import Report
+from factoryhub.hub.reports.engine import ReportEngine
+from factoryhub.hub.reports.store import FINAL, Run, Schedule
 from factoryhub.hub.service_web import (
     People,
     Person,
@@ -22,11 +26,6 @@ from factoryhub.hub.service_web import (
     application,
     page,
 )
-
-from . import schedules
-from .catalog import Report
-from .engine import ReportEngine
-from .store import FINAL, Run, Schedule
 
 TEMPLATES = Path(__file__).parent / "templates"
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .parameters import Parameter, inspect
+from factoryhub.hub.reports.parameters import Parameter, inspect
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 log = logging.getLogger("factoryhub.reports")

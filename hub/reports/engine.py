@@ -18,18 +18,23 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from factoryhub.hub.reports import limits, runner, schedules, scheduling
+from factoryhub.hub.reports.access import Access, Person
+from factoryhub.hub.reports.catalog import Catalog, Report
+from factoryhub.hub.reports.outputs import (
+    NOTEBOOK_MAX_BYTES,
+    OutputMissing,
+    is_owned_file,
+    log_tail,
+    read_owned,
+)
+from factoryhub.hub.reports.parameters import ParameterError, validate
+from factoryhub.hub.reports.paths import confine
+from factoryhub.hub.reports.store import FINAL, Run, RunStore, Schedule
 from factoryhub.hub.service_web import Refused
-from factoryhub.hub.site_model import Project, Site
-from factoryhub.spawners.slurm_access import SlurmClient
-from factoryhub.spawners.slurm_client import SlurmError, SlurmUnavailable
-
-from . import limits, runner, schedules, scheduling
-from .access import Access, Person
-from .catalog import Catalog, Report
-from .outputs import NOTEBOOK_MAX_BYTES, OutputMissing, is_owned_file, log_tail, read_owned
-from .parameters import ParameterError, validate
-from .paths import confine
-from .store import FINAL, Run, RunStore, Schedule
+from factoryhub.hub.site.model import Project, Site
+from factoryhub.spawners.slurm.access import SlurmClient
+from factoryhub.spawners.slurm.local import SlurmError, SlurmUnavailable
 
 log = logging.getLogger("factoryhub.reports")
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from factoryhub.hub.reports.store import RunStore
 from factoryhub.hub.service_web import Refused
-from factoryhub.hub.site_reports import ReportLimits
-
-from .store import RunStore
+from factoryhub.hub.site.reports import ReportLimits
 
 TOO_MANY = 429
 

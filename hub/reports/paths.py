@@ -19,9 +19,8 @@ import stat
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from factoryhub.hub.reports.parameters import Parameter, ParameterError
 from factoryhub.spawners.user_files import open_dir, open_subdir
-
-from .parameters import Parameter, ParameterError
 
 
 class OutsidePath(ValueError):

@@ -17,13 +17,12 @@ from urllib.parse import quote
 from jupyterhub.utils import url_path_join
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from factoryhub.hub.reports import limits, schedules
+from factoryhub.hub.reports.store import Run, Schedule
 from factoryhub.hub.service_web import Person, Refused
 
-from . import limits, schedules
-from .store import Run, Schedule
-
 if TYPE_CHECKING:
-    from .engine import ReportEngine
+    from factoryhub.hub.reports.engine import ReportEngine
 
 log = logging.getLogger("factoryhub.reports")
 

@@ -17,15 +17,14 @@ import sys
 from pathlib import Path
 
 from factoryhub.hub.hub_config import hub_tag
+from factoryhub.hub.reports.app import make_app
+from factoryhub.hub.reports.catalog import Catalog, built_in_folder
+from factoryhub.hub.reports.engine import ReportEngine
+from factoryhub.hub.reports.scheduling import hub_lookup, sync_site_reports
+from factoryhub.hub.reports.store import RunStore
 from factoryhub.hub.service_web import People, listen_address, run_until_stopped
-from factoryhub.hub.site import SiteError, example_site_path, load_site
-from factoryhub.spawners.slurm_access import make_client
-
-from .app import make_app
-from .catalog import Catalog, built_in_folder
-from .engine import ReportEngine
-from .scheduling import hub_lookup, sync_site_reports
-from .store import RunStore
+from factoryhub.hub.site.loader import SiteError, example_site_path, load_site
+from factoryhub.spawners.slurm.access import make_client
 
 log = logging.getLogger("factoryhub.reports")
 

@@ -11,7 +11,7 @@ if [ "$#" -gt 0 ] && [ "$1" != "check" ]; then
     exec "$@"
 fi
 
-site="${FACTORYHUB_SITE_FILE:-$(python -c 'from factoryhub.hub.site import example_site_path; print(example_site_path())')}"
+site="${FACTORYHUB_SITE_FILE:-$(python -c 'from factoryhub.hub.site.loader import example_site_path; print(example_site_path())')}"
 if ! python -m factoryhub.hub.site check "$site"; then
     echo "factoryhub-hub: the site file $site is not valid; the hub does not start." >&2
     exit 2

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from factoryhub.hub.site import load_site
+from factoryhub.hub.site.loader import load_site
 
 from .helm_tools import (
     ALL_OPTIONS,
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.helm
 
 FULL = "fh-factoryhub"  # the full name with the defaults (release "fh")
 ALL = "fh"  # fullnameOverride of the all-options values
-SITE_SCHEMA = json.loads((REPO / "hub" / "site_schema.json").read_text())
+SITE_SCHEMA = json.loads((REPO / "hub" / "site" / "schema.json").read_text())
 
 
 def schema_default(section: str, key: str) -> Any:

@@ -19,7 +19,7 @@ import yaml
 
 from .helm_tools import ALL_OPTIONS, CHART, REPO
 
-SITE_SCHEMA = REPO / "hub" / "site_schema.json"
+SITE_SCHEMA = REPO / "hub" / "site" / "schema.json"
 CHART_PART = REPO / "helm" / "chart-values.schema.json"
 VALUES_SCHEMA = CHART / "values.schema.json"
 
@@ -62,7 +62,7 @@ def test_values_schema_is_generated_from_the_site_schema() -> None:
     """The committed values.schema.json is exactly what `make chart-schema` writes now."""
     expected = gen.generate(REPO)
     assert VALUES_SCHEMA.read_text(encoding="utf-8") == expected, (
-        "helm/factoryhub/values.schema.json is out of date with hub/site_schema.json or "
+        "helm/factoryhub/values.schema.json is out of date with hub/site/schema.json or "
         "helm/chart-values.schema.json: run `make chart-schema`"
     )
 

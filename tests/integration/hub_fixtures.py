@@ -48,7 +48,7 @@ def hub_config_path() -> str:
 
 
 def example_site() -> dict[str, Any]:
-    from factoryhub.hub.site import example_site_path
+    from factoryhub.hub.site.loader import example_site_path
 
     return yaml.safe_load(example_site_path().read_text())
 

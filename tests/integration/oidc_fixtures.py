@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from factoryhub.local import slurm as local_slurm
-from factoryhub.spawners import slurm_accounts
+from factoryhub.spawners.slurm import accounts as slurm_accounts
 
 from .hub_fixtures import OIDC_HUB_PORTS, RunningHub, example_site
 from .idp_fixtures import RunningIdp

@@ -15,7 +15,7 @@ import pytest
 
 from factoryhub.local import accounting
 from factoryhub.local import slurm as local_slurm
-from factoryhub.spawners import slurm_accounts
+from factoryhub.spawners.slurm import accounts as slurm_accounts
 from tests.integration.slurm_fixtures import UnixUsers
 from tests.integration.waiting import wait_until
 
@@ -139,7 +139,7 @@ def test_operations_are_idempotent_and_read_only_when_nothing_changes(
         calls.append(list(args))
         return real(args, timeout)
 
-    # the operations live in factoryhub.spawners.slurm_accounts; the local factory's own
+    # the operations live in factoryhub.spawners.slurm.accounts; the local factory's own
     # (cluster, default association) in factoryhub.local.accounting
     monkeypatch.setattr(slurm_accounts, "sacctmgr", spy)
     monkeypatch.setattr(accounting, "sacctmgr", spy)

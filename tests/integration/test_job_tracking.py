@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from factoryhub.hub.hub_config import hub_tag
-from factoryhub.hub.site import load_site
+from factoryhub.hub.site.loader import load_site
 
 from .hub_fixtures import RunningHub
 from .test_spawn import jobs_of, wait_no_jobs

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from factoryhub.hub.oidc import IdTokenError, verify_id_token
-from factoryhub.spawners import slurm_accounts
+from factoryhub.spawners.slurm import accounts as slurm_accounts
 
 from .hub_fixtures import RunningHub
 from .idp_fixtures import TEST_PASSWORD, RunningIdp, login_code_flow

@@ -203,8 +203,8 @@ def test_a_refusal_reaches_the_user_in_slurms_words(rest_hub: RunningHub) -> Non
 def test_slurmrestd_down_is_unavailable_not_refused() -> None:
     import asyncio
 
-    from factoryhub.spawners.slurm_client import SlurmUnavailable
-    from factoryhub.spawners.slurm_rest import RestSlurmClient
+    from factoryhub.spawners.slurm.local import SlurmUnavailable
+    from factoryhub.spawners.slurm.rest import RestSlurmClient
 
     client = RestSlurmClient("http://127.0.0.1:6899", str(slurmrestd.KEY), timeout=2)
     with pytest.raises(SlurmUnavailable, match="cannot reach slurmrestd"):
@@ -228,8 +228,8 @@ def test_a_report_run_goes_through_slurmrestd(unix_users: Any, tmp_path: Path) -
     from factoryhub.hub.reports.catalog import Catalog
     from factoryhub.hub.reports.engine import ReportEngine
     from factoryhub.hub.reports.store import RunStore
-    from factoryhub.hub.site import example_site_path, parse_site
-    from factoryhub.spawners.slurm_access import make_client
+    from factoryhub.hub.site.loader import example_site_path, parse_site
+    from factoryhub.spawners.slurm.access import make_client
 
     (name,) = unix_users(1)
     data = yaml.safe_load(example_site_path().read_text())

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from factoryhub.spawners import slurm_accounts
+from factoryhub.spawners.slurm import accounts as slurm_accounts
 
 from .hub_fixtures import RunningHub
 from .idp_fixtures import TEST_PASSWORD

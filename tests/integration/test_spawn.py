@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from factoryhub.local import slurm as local_slurm
-from factoryhub.spawners import slurm_json
+from factoryhub.spawners.slurm import job_json as slurm_json
 
 from .hub_fixtures import RunningHub
 from .kernel import run_in_kernel

@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 import yaml
 
-from factoryhub.hub import site
-from factoryhub.hub.site import SiteError, parse_site
+from factoryhub.hub.site import loader as site
+from factoryhub.hub.site.loader import SiteError, parse_site
 from factoryhub.spawners.apptainer import (
     ApptainerError,
     ApptainerSettings,
     exec_prefix,
     server_command,
 )
+from factoryhub.spawners.model.profiles import load_profiles
 from factoryhub.spawners.options import validate_options
-from factoryhub.spawners.profiles import load_profiles
 from factoryhub.spawners.spawner import FactorySlurmSpawner
 
 

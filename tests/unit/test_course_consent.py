@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from factoryhub.hub import site
 from factoryhub.hub.courses.desk import CourseDesk
+from factoryhub.hub.courses.home import courses_for_home
 from factoryhub.hub.courses.roster import participants
-from factoryhub.hub.home_courses import courses_for_home
 from factoryhub.hub.service_web import Person, Refused
-from factoryhub.spawners.course_store import CourseStore
-from factoryhub.spawners.courses import Course, course_groups, load_courses
+from factoryhub.hub.site import loader as site
+from factoryhub.spawners.courses.store import CourseStore
+from factoryhub.spawners.model.courses import Course, course_groups, load_courses
 
 from .test_courses import a_course as base_course
 

@@ -19,19 +19,19 @@ from typing import Any
 import pytest
 import yaml
 
-from factoryhub.hub import site
 from factoryhub.hub.courses import capacity as cap
 from factoryhub.hub.courses.collect import pack, unpack
+from factoryhub.hub.courses.home import courses_for_home
 from factoryhub.hub.courses.roster import participants, server_state
-from factoryhub.hub.home_courses import courses_for_home
 from factoryhub.hub.hub_config import hub_settings
 from factoryhub.hub.services import trainer_role
-from factoryhub.hub.site import SiteError, parse_site
-from factoryhub.spawners.course_store import CourseStore
-from factoryhub.spawners.courses import Course, course_groups, hub_group, load_courses
+from factoryhub.hub.site import loader as site
+from factoryhub.hub.site.loader import SiteError, parse_site
+from factoryhub.spawners.courses.store import CourseStore
+from factoryhub.spawners.model.courses import Course, course_groups, hub_group, load_courses
+from factoryhub.spawners.model.profiles import load_profiles
 from factoryhub.spawners.options import OptionsError, validate_course_options
-from factoryhub.spawners.profiles import load_profiles
-from factoryhub.spawners.slurm_client import parse_show_line
+from factoryhub.spawners.slurm.local import parse_show_line
 
 TODAY = date.today()
 

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from factoryhub.hub.hub_config import hub_settings
-from factoryhub.hub.site import SiteError, example_site_path, parse_site
+from factoryhub.hub.site.loader import SiteError, example_site_path, parse_site
 from factoryhub.spawners.dask_setup import (
     dask_comment,
     dask_config,
@@ -172,7 +172,7 @@ def test_worker_comments_name_their_server() -> None:
 
 
 def test_dashboard_links_through_the_own_proxy_map_to_loopback() -> None:
-    from factoryhub.spawners.dask_dashboard import loopback_url
+    from factoryhub.spawners.singleuser.dask_dashboard import loopback_url
 
     base = "/user/ada/"
     assert loopback_url("/user/ada/proxy/8787/status", base) == "http://127.0.0.1:8787"
@@ -292,7 +292,7 @@ def test_a_zero_argument_cluster_listens_on_tls_only(tmp_path: Path) -> None:
 
 PREPARE = """
 import json, os, sys
-from factoryhub.spawners.singleuser import prepare_dask
+from factoryhub.spawners.singleuser.main import prepare_dask
 prepare_dask(os.environ, "127.0.0.1")
 import dask.config
 from dask_jobqueue import SLURMCluster  # what the server's Dask sidebar does later

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from factoryhub.spawners import materials
-from factoryhub.spawners.materials import (
+from factoryhub.spawners.courses.materials import (
     STATE_FILE,
     MaterialsError,
     SyncReport,
     mirror_git,
     sync_materials,
 )
+from factoryhub.spawners.courses import materials
 
 NOTHING = {"added": [], "updated": [], "restored": [], "kept": [], "skipped": []}
 

@@ -18,7 +18,7 @@ from factoryhub.hub.oidc import (
     groups_of,
     verify_id_token,
 )
-from factoryhub.hub.site import example_site_path, parse_site
+from factoryhub.hub.site.loader import example_site_path, parse_site
 
 ISSUER = "http://127.0.0.1:9000"
 

@@ -9,15 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factoryhub.spawners.jobscript import UnsafeValue, render_job_script, sbatch_value
-from factoryhub.spawners.options import JobRequest, OptionsError, validate_options
-from factoryhub.spawners.profiles import (
+from factoryhub.spawners.model.profiles import (
     Profile,
     format_walltime,
     human_walltime,
     parse_walltime,
     profiles_for,
 )
-from factoryhub.spawners.projects import Project, Usage, projects_for
+from factoryhub.spawners.model.projects import Project, Usage, projects_for
+from factoryhub.spawners.options import JobRequest, OptionsError, validate_options
 
 PROFILES = (
     Profile.from_config(

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from factoryhub.spawners.poller import SlurmPoller, end_message
-from factoryhub.spawners.slurm_client import (
+from factoryhub.spawners.slurm.local import (
     CommandResult,
     JobInfo,
     LocalSlurmClient,
     SlurmUnavailable,
 )
+from factoryhub.spawners.slurm.poller import SlurmPoller, end_message
 
 TAG = "factoryhub:test"
 

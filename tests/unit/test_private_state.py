@@ -13,7 +13,7 @@ import pytest
 
 from factoryhub.hub.reports.store import RunStore
 from factoryhub.local import pids, processes
-from factoryhub.spawners.course_store import CourseStore
+from factoryhub.spawners.courses.store import CourseStore
 
 
 def mode(path: Path) -> int:

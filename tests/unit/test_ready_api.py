@@ -6,7 +6,7 @@ import pytest
 
 from factoryhub.spawners.ready_address import ForeignAddress, check_ready_address
 from factoryhub.spawners.ready_api import parse_address
-from factoryhub.spawners.slurm_client import JobInfo
+from factoryhub.spawners.slurm.local import JobInfo
 
 
 def test_address_and_node_are_accepted() -> None:

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import yaml
 
-from factoryhub.hub import site
 from factoryhub.hub.reports.access import Access, Person
 from factoryhub.hub.reports.app import schedule_json
 from factoryhub.hub.reports.catalog import Catalog, describe
@@ -25,9 +24,10 @@ from factoryhub.hub.reports.outputs import OutputMissing, log_tail, read_owned
 from factoryhub.hub.reports.scheduling import sync_site_reports
 from factoryhub.hub.reports.store import RunStore
 from factoryhub.hub.service_web import Refused
-from factoryhub.hub.site import SiteError, parse_site
-from factoryhub.hub.site_reports import AccessRule
-from factoryhub.spawners.slurm_client import JobInfo, SlurmError, SlurmUnavailable
+from factoryhub.hub.site import loader as site
+from factoryhub.hub.site.loader import SiteError, parse_site
+from factoryhub.hub.site.reports import AccessRule
+from factoryhub.spawners.slurm.local import JobInfo, SlurmError, SlurmUnavailable
 
 STAFF = Person("stan", frozenset({"factory-staff"}))
 RESEARCHER = Person("ravi", frozenset({"climate-lab"}))

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import yaml
 
-from factoryhub.hub import site
 from factoryhub.hub.hub_config import OPERATOR_SERVICE, hub_settings
 from factoryhub.hub.services import (
     IDLE_CULLER_SCOPES,
@@ -17,7 +16,8 @@ from factoryhub.hub.services import (
     idle_culler_settings,
     merge_settings,
 )
-from factoryhub.hub.site import IdleCuller, SiteError, parse_site
+from factoryhub.hub.site import loader as site
+from factoryhub.hub.site.loader import IdleCuller, SiteError, parse_site
 
 PYTHON = "/opt/hub-env/bin/python"
 

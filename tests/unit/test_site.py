@@ -17,8 +17,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from factoryhub.hub import site
-from factoryhub.hub.site import IntRange, SiteError, load_site, parse_site, walltime_seconds
+from factoryhub.hub.site import loader as site
+from factoryhub.hub.site.loader import IntRange, SiteError, load_site, parse_site, walltime_seconds
 
 EXAMPLE = site.example_site_path()
 SLURM_TIME = re.compile(site.schema()["$defs"]["slurmTime"]["pattern"].removesuffix("$"))

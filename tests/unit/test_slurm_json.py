@@ -1,4 +1,4 @@
-"""The one reader of Slurm's v0.0.38 JSON (factoryhub.spawners.slurm_json) and the local
+"""The one reader of Slurm's v0.0.38 JSON (factoryhub.spawners.slurm.job_json) and the local
 client that feeds it: hostile job names and comments stay strings, missing fields, Slurm's
 error answers (unknown, never gone), accounting records, nodes, and the minimal environment
 of what runs as a user."""
@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from factoryhub.spawners.slurm_client import CommandResult, LocalSlurmClient
-from factoryhub.spawners.slurm_json import (
+from factoryhub.spawners.slurm.job_json import (
     SlurmUnavailable,
     accounted_jobs,
     accounted_state,
@@ -24,6 +23,7 @@ from factoryhub.spawners.slurm_json import (
     node_view,
     reservation_jobs,
 )
+from factoryhub.spawners.slurm.local import CommandResult, LocalSlurmClient
 from factoryhub.spawners.user_env import SYSTEM_PATH, minimal_env
 
 SEP = "\x1f"

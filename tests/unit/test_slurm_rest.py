@@ -15,19 +15,19 @@ import pytest
 import yaml
 
 from factoryhub.hub.hub_config import hub_settings
-from factoryhub.hub.site import SiteError, example_site_path, parse_site
+from factoryhub.hub.site.loader import SiteError, example_site_path, parse_site
 from factoryhub.spawners.jobscript import render_job_script
-from factoryhub.spawners.sbatch_options import (
+from factoryhub.spawners.slurm.access import make_client
+from factoryhub.spawners.slurm.job_json import SlurmUnavailable
+from factoryhub.spawners.slurm.local import LocalSlurmClient
+from factoryhub.spawners.slurm.rest import RestSlurmClient, job_info, prologue
+from factoryhub.spawners.slurm.sbatch_options import (
     UnsupportedOption,
     job_properties,
     memory_mb,
     minutes,
 )
-from factoryhub.spawners.slurm_access import make_client
-from factoryhub.spawners.slurm_client import LocalSlurmClient
-from factoryhub.spawners.slurm_json import SlurmUnavailable
-from factoryhub.spawners.slurm_jwt import JwtKeyError, TokenCache, mint, read_key
-from factoryhub.spawners.slurm_rest import RestSlurmClient, job_info, prologue
+from factoryhub.spawners.slurm.tokens import JwtKeyError, TokenCache, mint, read_key
 
 
 def _script(**extra: object) -> str:

@@ -12,7 +12,7 @@ import pytest
 from factoryhub.helpers.job_monitor import describe, human_seconds
 from factoryhub.helpers.slurm_jobs import MyJob, job_kind
 from factoryhub.helpers.train_job import InvalidRequest, TrainJobRequest, render_script
-from factoryhub.spawners.slurm_client import JobInfo
+from factoryhub.spawners.slurm.local import JobInfo
 
 
 def request(tmp_path: Path, **over: object) -> TrainJobRequest:

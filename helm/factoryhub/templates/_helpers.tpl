@@ -176,7 +176,7 @@ seccompProfile:
 {{/*
 The hub's managed services that listen on a port, from the site dict: reports and courses are
 on unless enabled is false; their ports default to the site schema's defaults (a test checks
-these numbers against hub/site_schema.json).
+these numbers against hub/site/schema.json).
 */}}
 {{- define "factoryhub.reportsEnabled" -}}
 {{- $r := .reports | default dict }}

@@ -20,13 +20,13 @@ from typing import Any
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.ioloop import PeriodicCallback
 
-from . import dask_dashboard
+from factoryhub.spawners.singleuser import dask_dashboard
 
 READY_PATH = "factoryhub/server-ready"
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "factoryhub.spawners.server_ready"}]
+    return [{"module": "factoryhub.spawners.singleuser.ready"}]
 
 
 BUSY_SETTING = "factoryhub_busy_kernel_last_activity"

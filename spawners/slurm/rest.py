@@ -1,7 +1,7 @@
 """The "rest" Slurm access mode: slurmrestd over HTTP with a short-lived JWT per user.
 
 The hub is then no Slurm submit host: it needs neither ``sudo``/``runuser`` nor munge, only
-HTTP to slurmrestd and the cluster's HS256 key (``factoryhub.spawners.slurm_jwt``). Every
+HTTP to slurmrestd and the cluster's HS256 key (``factoryhub.spawners.slurm.tokens``). Every
 call that acts for a user (submit, cancel) carries a token minted for that user, so Slurm runs
 and checks it as that user exactly as ``sbatch`` would. Queries (the shared poller's one
 request per tick, accounting, nodes, reservations) carry a token of ``query_user``.
@@ -21,9 +21,7 @@ from typing import Any
 
 import httpx
 
-from .sbatch_options import UnsupportedOption, job_properties
-from .slurm_client import CommandResult
-from .slurm_json import (
+from factoryhub.spawners.slurm.job_json import (
     UNAVAILABLE,
     JobInfo,
     SlurmError,
@@ -38,7 +36,9 @@ from .slurm_json import (
     reservation_jobs,
     reservation_view,
 )
-from .slurm_jwt import JwtKeyError, TokenCache
+from factoryhub.spawners.slurm.local import CommandResult
+from factoryhub.spawners.slurm.sbatch_options import UnsupportedOption, job_properties
+from factoryhub.spawners.slurm.tokens import JwtKeyError, TokenCache
 
 __all__ = ["DEFAULT_PATH", "RestSlurmClient", "job_info", "prologue"]
 

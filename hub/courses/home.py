@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from factoryhub.spawners.course_store import CourseStore
-from factoryhub.spawners.courses import load_courses
+from factoryhub.spawners.courses.store import CourseStore
+from factoryhub.spawners.model.courses import load_courses
 
 
 def courses_for_home(

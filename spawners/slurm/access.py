@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .slurm_client import LocalSlurmClient
-from .slurm_rest import RestSlurmClient
+from factoryhub.spawners.slurm.local import LocalSlurmClient
+from factoryhub.spawners.slurm.rest import RestSlurmClient
 
 SlurmClient = LocalSlurmClient | RestSlurmClient
 ACCESS_MODES = ("local", "rest")

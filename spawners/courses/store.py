@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .private_state import private_file
+from factoryhub.spawners.private_state import private_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS edits (

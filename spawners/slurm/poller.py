@@ -30,10 +30,10 @@ from datetime import datetime
 
 from tornado.ioloop import IOLoop
 
-from . import metrics
-from .dask_setup import parent_job
-from .slurm_access import SlurmClient
-from .slurm_client import JobInfo, SlurmError, SlurmUnavailable
+from factoryhub.spawners import metrics
+from factoryhub.spawners.dask_setup import parent_job
+from factoryhub.spawners.slurm.access import SlurmClient
+from factoryhub.spawners.slurm.local import JobInfo, SlurmError, SlurmUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .site_courses import CoursesSettings
-from .site_dask import DaskSettings
-from .site_reports import ReportsSettings
+from factoryhub.hub.site.courses import CoursesSettings
+from factoryhub.hub.site.dask import DaskSettings
+from factoryhub.hub.site.reports import ReportsSettings
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,14 @@ from typing import Any
 
 import jsonschema
 
-from .site_access import access_problems
-from .site_courses import courses_problems
-from .site_dask import dask_problems
-from .site_reports import reports_problems
+from factoryhub.hub.site.access import access_problems
+from factoryhub.hub.site.courses import courses_problems
+from factoryhub.hub.site.dask import dask_problems
+from factoryhub.hub.site.reports import reports_problems
 
 _HERE = Path(__file__).resolve().parent
-_SCHEMA_FILE = "site_schema.json"
+_SCHEMA_FILE = "schema.json"
+# The example site file stays beside jupyterhub_config.py, where operators look for it.
 _EXAMPLE_FILE = "factory.example.yaml"
 
 # Slurm time strings: HH:MM:SS or D-HH:MM:SS (the same pattern as $defs/slurmTime).

@@ -25,7 +25,7 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .slurm_json import (
+from factoryhub.spawners.slurm.job_json import (
     PENDING_STATES,
     RUNNING_STATES,
     SUSPENDED_STATES,
@@ -40,7 +40,7 @@ from .slurm_json import (
     node_view,
     reservation_jobs,
 )
-from .user_env import SYSTEM_PATH, minimal_env, slurm_vars
+from factoryhub.spawners.user_env import SYSTEM_PATH, minimal_env, slurm_vars
 
 __all__ = [
     "PENDING_STATES",

@@ -8,7 +8,7 @@ from datetime import date
 from pathlib import PurePosixPath
 from typing import Any
 
-from factoryhub.spawners.courses import Course
+from factoryhub.spawners.model.courses import Course
 
 
 @dataclass(frozen=True)

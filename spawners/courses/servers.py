@@ -1,7 +1,7 @@
 """Course servers: the part of the spawner that knows about courses.
 
 A named server called like a course is that course's server (see
-:mod:`factoryhub.spawners.courses`): pinned resources, the course project's account (the
+:mod:`factoryhub.spawners.model.courses`): pinned resources, the course project's account (the
 participant is added to it first, where the site manages associations), the course's
 reservation, its materials synced into the participant's home by the server itself when it
 starts (``FACTORYHUB_COURSE_*`` variables, read by ``factoryhub-singleuser``), and
@@ -17,9 +17,9 @@ from tornado import web
 from traitlets import Bool, Dict, List, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .course_store import CourseStore
-from .courses import Course, course_named, load_courses
-from .slurm_accounts import AccountingError, ensure_user_in_account
+from factoryhub.spawners.courses.store import CourseStore
+from factoryhub.spawners.model.courses import Course, course_named, load_courses
+from factoryhub.spawners.slurm.accounts import AccountingError, ensure_user_in_account
 
 COURSE_MATERIALS_VAR = "FACTORYHUB_COURSE_MATERIALS"
 COURSE_FOLDER_VAR = "FACTORYHUB_COURSE_FOLDER"
@@ -30,7 +30,7 @@ class CourseServers(LoggingConfigurable):
 
     courses = List(
         Dict(),
-        help="""Courses (set from the site file; see factoryhub.spawners.courses.Course): a
+        help="""Courses (set from the site file; see factoryhub.spawners.model.courses.Course): a
         named server called like a course is that course's server, with the course's pinned
         profile, account and reservation, open to its participants on its days only.""",
     ).tag(config=True)

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from . import user_files
+from factoryhub.spawners import user_files
 
 STATE_FILE = ".factoryhub-materials.json"
 SKIPPED_NAMES = frozenset({".git", "__pycache__", ".ipynb_checkpoints"})
@@ -299,7 +299,7 @@ def mirror_git(url: str, dest: Path, ref: str = "", timeout: float = 120.0) -> s
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m factoryhub.spawners.materials",
+        prog="python -m factoryhub.spawners.courses.materials",
         description="A course's materials in a participant's home.",
     )
     commands = parser.add_subparsers(dest="command", required=True)

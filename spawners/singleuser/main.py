@@ -18,11 +18,11 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
-from .course_server import COURSE_FOLDER_VAR, COURSE_MATERIALS_VAR
-from .dask_setup import config_dir, write_dask_config
-from .user_files import copy_templates
+from factoryhub.spawners.courses.servers import COURSE_FOLDER_VAR, COURSE_MATERIALS_VAR
+from factoryhub.spawners.dask_setup import config_dir, write_dask_config
+from factoryhub.spawners.user_files import copy_templates
 
-READY_EXTENSION = "factoryhub.spawners.server_ready"
+READY_EXTENSION = "factoryhub.spawners.singleuser.ready"
 
 # Optional imports the user server does without. jsonschema imports rfc3987_syntax, when
 # installed, only to check the "iri" formats, which no Jupyter event schema uses; building
@@ -54,7 +54,7 @@ def sync_course_materials(environ: dict[str, str] | os._Environ[str]) -> None:
     source, target = environ.get(COURSE_MATERIALS_VAR), environ.get(COURSE_FOLDER_VAR)
     if not source or not target:
         return
-    from .materials import MaterialsError, sync_materials
+    from factoryhub.spawners.courses.materials import MaterialsError, sync_materials
 
     try:
         report = sync_materials(Path(source), Path(target))

@@ -3,7 +3,7 @@
 The file is checked in two steps and every problem is reported at once, one per
 line, each naming its key (``profiles[1].memory_gb.default``):
 
-1. against the JSON Schema ``site_schema.json`` (draft 2020-12), which is also the
+1. against the JSON Schema ``schema.json`` (draft 2020-12), which is also the
    Helm chart's values schema, so it stays self-contained;
 2. by the checks that span keys: a profile's partition is declared in
    ``slurm.partitions``, names are unique, ``min <= default <= max`` and the
@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from .site_checks import (
+from factoryhub.hub.site.checks import (
     _EXAMPLE_FILE,
     _HERE,
     _PATTERN_MEANING,
@@ -41,9 +41,9 @@ from .site_checks import (
     walltime_seconds,
     with_defaults,
 )
-from .site_courses import build_courses
-from .site_dask import build_dask
-from .site_model import (
+from factoryhub.hub.site.courses import build_courses
+from factoryhub.hub.site.dask import build_dask
+from factoryhub.hub.site.model import (
     AuthSettings,
     HubSettings,
     IdleCuller,
@@ -58,7 +58,7 @@ from .site_model import (
     SpawnerSettings,
     UnixUsers,
 )
-from .site_reports import build_reports
+from factoryhub.hub.site.reports import build_reports
 
 __all__ = [
     "AuthSettings",
@@ -91,7 +91,7 @@ _ = _PATTERN_MEANING  # re-exported: the tests check every schema pattern has wo
 
 def example_site_path() -> Path:
     """The packaged ``factory.example.yaml`` (the local factory's embedded default)."""
-    return _HERE / _EXAMPLE_FILE
+    return _HERE.parent / _EXAMPLE_FILE
 
 
 def load_site(path: str | Path) -> Site:
