@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from factoryhub.spawners.courses import materials
 from factoryhub.spawners.courses.materials import (
     STATE_FILE,
     MaterialsError,
@@ -22,7 +23,6 @@ from factoryhub.spawners.courses.materials import (
     mirror_git,
     sync_materials,
 )
-from factoryhub.spawners.courses import materials
 
 NOTHING = {"added": [], "updated": [], "restored": [], "kept": [], "skipped": []}
 
