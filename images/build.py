@@ -34,7 +34,7 @@ BASE_IMAGE = "localhost/factoryhub-base:bookworm"
 DEBIAN_MIRROR = os.environ.get("FACTORYHUB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 # factoryhub's own sources, copied into the hub and singleuser images.
-SOURCES = ("pyproject.toml", "README.md", "hub", "spawners", "local", "helpers", "notebooks")
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "hub", "spawners", "helpers", "notebooks")
 # What each image is built FROM (the images of this folder it depends on).
 PARENT = {
     "hub": BASE_IMAGE,

@@ -171,10 +171,16 @@ src_hash="$(cd "$REPO" && find pyproject.toml setup.py hub spawners local helper
     | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
 install_factoryhub() {
     # pip builds in the tree: drop stale build output so deleted files do not linger.
-    rm -rf "$REPO/build" "$REPO"/*.egg-info
+    # factoryhub (the product) and factoryhub-local (local/: these tools, not in the wheel).
+    rm -rf "$REPO/build" "$REPO"/*.egg-info "$REPO/local/build" "$REPO"/local/*.egg-info
     local status=0
+    # One after the other: an older factoryhub that still held factoryhub.local is removed
+    # before factoryhub-local lands (one pip call removed the new files with the old ones).
     pip_quiet install --no-deps --force-reinstall --no-build-isolation "$REPO" || status=$?
-    rm -rf "$REPO/build" "$REPO"/*.egg-info
+    [ "$status" != 0 ] \
+        || pip_quiet install --no-deps --force-reinstall --no-build-isolation "$REPO/local" \
+        || status=$?
+    rm -rf "$REPO/build" "$REPO"/*.egg-info "$REPO/local/build" "$REPO"/local/*.egg-info
     return "$status"
 }
 if [ "${FORCE:-0}" = 1 ] || [ "$(cat "$src_stamp" 2>/dev/null)" != "$src_hash" ]; then
