@@ -19,8 +19,6 @@ names are their users' and may hold newlines and ``|``, so sacct's text is never
 
 from __future__ import annotations
 
-import re
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +27,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from factoryhub.spawners.slurm.job_json import AccountedJob, SlurmUnavailable, accounted_jobs, loads
+from factoryhub.spawners.slurm import blocking, commands
+from factoryhub.spawners.slurm.client import SlurmUnavailable
+from factoryhub.spawners.slurm.job_json import AccountedJob, accounted_jobs, loads
 
 __all__ = [
     "COLUMNS",
@@ -62,8 +62,6 @@ COLUMNS = (
     "name",
 )
 TIMEOUT_S = 120.0
-SACCT_TIME = "%Y-%m-%dT%H:%M:%S"
-_ACCOUNT = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 class AccountingUnavailable(RuntimeError):
@@ -128,26 +126,19 @@ def period(days: int = 30, start: str = "", end: str = "", now: datetime | None 
 
 def sacct_command(start: datetime, end: datetime, accounts: Sequence[str] = ()) -> list[str]:
     """``sacct --json`` for every user's jobs (one record per job) that ran in the period."""
-    argv = ["sacct", "--json", "--allusers", "--allocations"]
-    argv += ["-S", start.strftime(SACCT_TIME), "-E", end.strftime(SACCT_TIME)]
-    if accounts:
-        bad = [a for a in accounts if not _ACCOUNT.match(a)]
-        if bad:
-            raise ValueError(f"not a Slurm account name: {', '.join(map(repr, bad))}")
-        argv.append(f"--accounts={','.join(accounts)}")
-    return argv
+    return commands.usage_argv(start, end, accounts)
 
 
 def run_sacct(argv: Sequence[str], timeout: float = TIMEOUT_S) -> str:
     """Run ``sacct``; its standard output, or :class:`AccountingUnavailable` saying why not."""
     try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
-    except FileNotFoundError as e:
-        raise AccountingUnavailable(
-            f"{argv[0]} is not installed here: usage reports read Slurm accounting with sacct, "
-            "run them on a node of the cluster"
-        ) from e
-    except subprocess.TimeoutExpired as e:
+        done = blocking.run_argv(argv, timeout=timeout)
+    except SlurmUnavailable as e:
+        if isinstance(e.__cause__, FileNotFoundError):
+            raise AccountingUnavailable(
+                f"{argv[0]} is not installed here: usage reports read Slurm accounting with "
+                "sacct, run them on a node of the cluster"
+            ) from e
         raise AccountingUnavailable(
             f"Slurm accounting did not answer within {timeout:g} s (is slurmdbd running?)"
         ) from e

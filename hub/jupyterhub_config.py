@@ -8,13 +8,14 @@ import os
 import sys
 from pathlib import Path
 
+from jupyterhub.app import JupyterHub
 from traitlets.config import Config
 
 from factoryhub.hub.hub_config import SecretMissing, hub_settings
 from factoryhub.hub.site.loader import SiteError, example_site_path, load_site
 from factoryhub.spawners.private_state import private_file
-from factoryhub.spawners.slurm.access import make_client
-from factoryhub.spawners.slurm.poller import start_with_hub
+from factoryhub.spawners.slurm.poller import PollerSettings, start_with_hub
+from factoryhub.spawners.spawner import FactorySlurmSpawner
 
 c = get_config()  # type: ignore[name-defined]  # noqa: F821
 
@@ -42,12 +43,14 @@ if _db_url.startswith("sqlite:///"):
     private_file(_db_url.removeprefix("sqlite:///"))
 
 # The one thing this file starts rather than sets: the shared Slurm poller must run from
-# the hub's start (orphans of a crashed hub have no server to wake it).
-_spawner = _settings["FactorySlurmSpawner"]
-start_with_hub(
-    tag=_spawner["hub_tag"],
-    name_prefix=f"{_spawner['job_name_prefix']}-",
-    interval=_spawner["slurm_poll_interval"],
-    orphan_grace=_spawner["orphan_grace"],
-    slurm=make_client(_spawner["slurm_access"], _spawner["slurm_rest"]),
-)
+# the hub's start (orphans of a crashed hub have no server to wake it). It is built from the
+# spawner's settings as the hub ends up configured (a config file may load this one and set
+# more, the command prefix and time-out too), the same ones every spawner's poller_for gets.
+
+
+def _poller_settings() -> PollerSettings:
+    config = JupyterHub.instance().config if JupyterHub.initialized() else c
+    return PollerSettings.of(FactorySlurmSpawner(config=config))
+
+
+start_with_hub(_poller_settings)

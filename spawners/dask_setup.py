@@ -26,7 +26,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import stat
 import sys
 from collections.abc import Mapping
@@ -34,24 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from factoryhub.spawners import user_files
+from factoryhub.spawners.slurm.comments import dask_comment
+from factoryhub.spawners.slurm.comments import parent_job as parent_job  # the poller's, now
 
 ENV_VAR = "FACTORYHUB_DASK"
 CERT_FILE, KEY_FILE = "tls-cert.pem", "tls-key.pem"
 DASHBOARD_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
-_PARENT = re.compile(r"/dask-of/([0-9]+)$")
-
-
-def dask_comment(hub_tag: str, server_job_id: str) -> str:
-    return f"{hub_tag}/dask-of/{server_job_id}"
-
-
-def parent_job(comment: str, hub_tag: str) -> str | None:
-    """The server job a worker job belongs to, from its comment (None: not a worker of
-    this hub)."""
-    if not comment.startswith(f"{hub_tag}/dask-of/"):
-        return None
-    match = _PARENT.search(comment)
-    return match.group(1) if match else None
 
 
 def dask_payload(

@@ -1,12 +1,13 @@
 """Which Slurm client the hub uses: the site's ``slurm.access`` mode made concrete.
 
-- ``local``: :class:`~.slurm_client.LocalSlurmClient`, Slurm's commands on the hub host,
+- ``local``: :class:`~.local.LocalSlurmClient`, Slurm's commands on the hub host,
   run as the user through ``user_prefix`` (the hub is a submit host and runs as root).
-- ``rest``: :class:`~.slurm_rest.RestSlurmClient`, slurmrestd with a JWT per user (the hub
+- ``rest``: :class:`~.rest.RestSlurmClient`, slurmrestd with a JWT per user (the hub
   on Kubernetes); ``rest`` holds the site file's ``slurm.rest`` settings.
 
 The spawner, the shared poller, the Reports and the Courses services all get their client
-here, so one site setting switches all of them.
+here, so one site setting switches all of them; what they may ask of it is the
+:class:`~.client.SlurmClient` Protocol.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from factoryhub.spawners.slurm.client import SlurmClient
 from factoryhub.spawners.slurm.local import LocalSlurmClient
 from factoryhub.spawners.slurm.rest import RestSlurmClient
 
-SlurmClient = LocalSlurmClient | RestSlurmClient
+__all__ = ["ACCESS_MODES", "DEFAULT_USER_PREFIX", "SlurmClient", "make_client"]
+
 ACCESS_MODES = ("local", "rest")
 DEFAULT_USER_PREFIX = ("runuser", "-u", "{username}", "--")
 

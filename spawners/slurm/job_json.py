@@ -7,12 +7,9 @@ name and comment are its user's, and Slurm keeps newlines and ``\\x1f`` in them,
 of ``squeue --format`` output can be written by anyone who submits a job. In JSON they stay
 strings inside one object.
 
-Two kinds of failure are kept apart, because mixing them up loses servers:
-
-- :class:`SlurmUnavailable`: Slurm did not answer, or answered something that is not a
-  v0.0.38 document (a controller down, an error list, a truncated answer). A job's state is
-  then *unknown*, never *gone*.
-- :class:`SlurmError`: Slurm answered and refused (bad partition, bad account...).
+An answer that holds errors, or is not a v0.0.38 document, is
+:class:`~.client.SlurmUnavailable` (nothing in it is trusted); the types themselves are
+declared in :mod:`~.client`.
 """
 
 from __future__ import annotations
@@ -24,10 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# Long job states as Slurm names them (job_state).
-PENDING_STATES = frozenset({"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "RESIZING"})
-RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"})
-SUSPENDED_STATES = frozenset({"SUSPENDED", "STOPPED"})
+from factoryhub.spawners.slurm.client import JobInfo, SlurmUnavailable
 
 # What Slurm says when the controller (or slurmdbd) could not be reached.
 UNAVAILABLE = re.compile(
@@ -38,44 +32,6 @@ UNAVAILABLE = re.compile(
 )
 _NOTHING_FOUND = 9003  # slurmdb_jobs_get's error_number for an empty answer
 _NOT_SET = {"", "None", "(null)", "N/A", "Unknown"}
-
-
-class SlurmUnavailable(RuntimeError):
-    """Slurm did not answer; nothing is known about the jobs asked for."""
-
-
-class SlurmError(RuntimeError):
-    """Slurm answered and refused the request."""
-
-
-@dataclass(frozen=True)
-class JobInfo:
-    """One job as the queue reports it (times: local ``2026-11-23T12:08:22``, "" for none)."""
-
-    job_id: str
-    state: str
-    reason: str = ""
-    nodes: str = ""
-    start_time: str = ""
-    end_time: str = ""
-    name: str = ""
-    user: str = ""
-    partition: str = ""
-    comment: str = ""
-    submit_time: str = ""
-
-    @property
-    def pending(self) -> bool:
-        return self.state in PENDING_STATES
-
-    @property
-    def running(self) -> bool:
-        return self.state in RUNNING_STATES
-
-    @property
-    def active(self) -> bool:
-        """Pending, running or suspended: the job still holds (or waits for) a place."""
-        return self.pending or self.running or self.state in SUSPENDED_STATES
 
 
 # ---------------------------------------------------------------------- documents

@@ -2,7 +2,7 @@
 
 Every spawner reads its job's state from here instead of running ``squeue`` itself, so the
 load on the controller does not grow with the number of servers. The client reads Slurm's
-JSON (``squeue --json`` or slurmrestd, :mod:`~.slurm_json`): a job is known by its id, state
+JSON (``squeue --json`` or slurmrestd, :mod:`~.job_json`): a job is known by its id, state
 and user as Slurm reports them, never by its name or comment, which its user writes (a
 name is only the prefix filter; a comment only marks this hub's jobs and Dask workers, and
 whatever it claims, the poller cancels nothing but the job that carries it, as its owner).
@@ -24,16 +24,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 from tornado.ioloop import IOLoop
 
-from factoryhub.spawners import metrics
-from factoryhub.spawners.dask_setup import parent_job
-from factoryhub.spawners.slurm.access import SlurmClient
-from factoryhub.spawners.slurm.local import JobInfo, SlurmError, SlurmUnavailable
+from factoryhub.spawners.slurm import metrics
+from factoryhub.spawners.slurm.access import make_client
+from factoryhub.spawners.slurm.client import JobInfo, SlurmClient, SlurmError, SlurmUnavailable
+from factoryhub.spawners.slurm.comments import parent_job
 
 log = logging.getLogger(__name__)
 
@@ -281,30 +282,63 @@ class SlurmPoller:
 _pollers: dict[str, SlurmPoller] = {}
 
 
-def start_with_hub(
-    *, tag: str, name_prefix: str, interval: float, orphan_grace: float, slurm: SlurmClient
-) -> None:
-    """Run this hub's poller from the hub's start, not only once a spawner needs it: after a
-    crash no server may own a job at all, and its orphans must still be found. Called from
-    ``jupyterhub_config.py``; the poller starts when the hub's event loop runs."""
+@dataclass(frozen=True)
+class PollerSettings:
+    """What this hub's poller is made of: the spawner's settings of the same names (the
+    ``FactorySlurmSpawner`` traits, which the hub's configuration sets from the site file),
+    the command prefix and time-out of the local access mode included."""
 
-    def start() -> None:
-        shared_poller(
-            tag,
-            lambda: SlurmPoller(
-                slurm,
-                name_prefix=name_prefix,
-                tag=tag,
-                interval=interval,
-                orphan_grace=orphan_grace,
-            ),
+    hub_tag: str
+    job_name_prefix: str
+    slurm_poll_interval: float
+    orphan_grace: float
+    slurm_access: str
+    slurm_rest: Mapping[str, Any]
+    user_command_prefix: Sequence[str]
+    slurm_command_timeout: float
+
+    @classmethod
+    def of(cls, source: object) -> PollerSettings:
+        """The settings of ``source``: a spawner, or anything with these attributes."""
+        return cls(**{f.name: getattr(source, f.name) for f in fields(cls)})
+
+    def client(self) -> SlurmClient:
+        """The Slurm client these settings describe."""
+        return make_client(
+            self.slurm_access,
+            self.slurm_rest,
+            self.user_command_prefix,
+            self.slurm_command_timeout,
         )
 
-    IOLoop.current().add_callback(start)
+
+def poller_for(settings: PollerSettings, slurm: SlurmClient | None = None) -> SlurmPoller:
+    """This hub process's one poller for ``settings.hub_tag``, running; made on first use,
+    with ``slurm`` or else the client the settings describe. The hub's start and every
+    spawner get theirs here, so both get the same one, however it was first asked for."""
+    return shared_poller(
+        settings.hub_tag,
+        lambda: SlurmPoller(
+            slurm or settings.client(),
+            name_prefix=f"{settings.job_name_prefix}-",
+            tag=settings.hub_tag,
+            interval=settings.slurm_poll_interval,
+            orphan_grace=settings.orphan_grace,
+        ),
+    )
+
+
+def start_with_hub(settings: Callable[[], PollerSettings]) -> None:
+    """Run this hub's poller from the hub's start, not only once a spawner needs it: after a
+    crash no server may own a job at all, and its orphans must still be found. Called from
+    ``jupyterhub_config.py``; ``settings`` is asked for when the hub's event loop runs, once
+    its configuration is complete."""
+    IOLoop.current().add_callback(lambda: poller_for(settings()))
 
 
 def shared_poller(tag: str, factory: Callable[[], SlurmPoller]) -> SlurmPoller:
-    """The one poller of this hub process for ``tag``, created on first use."""
+    """The one poller of this hub process for ``tag``, created by ``factory`` on first use
+    and running (prefer :func:`poller_for`, which builds it from the settings)."""
     poller = _pollers.get(tag)
     if poller is None:
         poller = _pollers[tag] = factory()

@@ -6,7 +6,7 @@ call that acts for a user (submit, cancel) carries a token minted for that user,
 and checks it as that user exactly as ``sbatch`` would. Queries (the shared poller's one
 request per tick, accounting, nodes, reservations) carry a token of ``query_user``.
 
-:class:`RestSlurmClient` has the methods of :class:`~.slurm_client.LocalSlurmClient` and keeps
+:class:`RestSlurmClient` is a :class:`~.client.SlurmClient` like the local one and keeps
 its two failures apart: :class:`SlurmUnavailable` (slurmrestd or slurmctld did not answer:
 nothing is known) and :class:`SlurmError` (Slurm answered and refused; the message is Slurm's).
 """
@@ -21,11 +21,15 @@ from typing import Any
 
 import httpx
 
-from factoryhub.spawners.slurm.job_json import (
-    UNAVAILABLE,
+from factoryhub.spawners.slurm.client import (
     JobInfo,
     SlurmError,
     SlurmUnavailable,
+    by_id,
+    named,
+)
+from factoryhub.spawners.slurm.job_json import (
+    UNAVAILABLE,
     accounted_state,
     error_text,
     errors_of,
@@ -36,7 +40,6 @@ from factoryhub.spawners.slurm.job_json import (
     reservation_jobs,
     reservation_view,
 )
-from factoryhub.spawners.slurm.local import CommandResult
 from factoryhub.spawners.slurm.sbatch_options import UnsupportedOption, job_properties
 from factoryhub.spawners.slurm.tokens import JwtKeyError, TokenCache
 
@@ -206,15 +209,14 @@ class RestSlurmClient:
 
     async def query(self, job_ids: Iterable[str]) -> dict[str, JobInfo]:
         """One request for all ``job_ids``; jobs Slurm no longer knows are absent."""
-        ids = {j for j in job_ids if j and j.isdigit()}
+        ids = [j for j in job_ids if j and j.isdigit()]
         if not ids:
             return {}
-        return {j.job_id: j for j in jobs_of(await self._jobs()) if j.job_id in ids}
+        return by_id(jobs_of(await self._jobs()), ids)
 
     async def jobs_named(self, prefix: str, states: str = "") -> list[JobInfo]:
         """Jobs whose name starts with ``prefix``: active ones, or all (``states="all"``)."""
-        jobs = jobs_of(await self._jobs())
-        return [j for j in jobs if j.name.startswith(prefix) and (states == "all" or j.active)]
+        return named(jobs_of(await self._jobs()), prefix, states)
 
     async def cancel(self, username: str, job_id: str) -> None:
         """Cancel ``job_id`` as ``username``. A job already gone is not an error."""
@@ -258,12 +260,3 @@ class RestSlurmClient:
     async def jobs_in_reservation(self, name: str) -> list[tuple[str, int, str]]:
         """(state, CPUs, memory such as "2048M") of every active job in reservation ``name``."""
         return reservation_jobs(await self._jobs(), name)
-
-    async def run_as(
-        self, username: str, argv: Sequence[str], input: str | None = None
-    ) -> CommandResult:
-        """Not possible over REST: the hub runs nothing on the cluster but jobs."""
-        raise SlurmError(
-            f"the rest access mode cannot run {argv[0] if argv else 'commands'} as {username} "
-            "on the cluster; only jobs run there"
-        )

@@ -11,12 +11,8 @@ from typing import Any
 
 import pytest
 
-from factoryhub.spawners.slurm.local import (
-    CommandResult,
-    JobInfo,
-    LocalSlurmClient,
-    SlurmUnavailable,
-)
+from factoryhub.spawners.slurm.client import CommandResult, JobInfo, SlurmUnavailable
+from factoryhub.spawners.slurm.local import LocalSlurmClient
 from factoryhub.spawners.slurm.poller import SlurmPoller, end_message
 
 TAG = "factoryhub:test"

@@ -23,7 +23,8 @@ from factoryhub.spawners.slurm.job_json import (
     node_view,
     reservation_jobs,
 )
-from factoryhub.spawners.slurm.local import CommandResult, LocalSlurmClient
+from factoryhub.spawners.slurm.client import CommandResult
+from factoryhub.spawners.slurm.local import LocalSlurmClient
 from factoryhub.spawners.user_env import SYSTEM_PATH, minimal_env
 
 SEP = "\x1f"
@@ -301,17 +302,15 @@ async def test_what_runs_as_a_user_never_sees_the_hubs_environment(
     monkeypatch.setenv("CONFIGPROXY_AUTH_TOKEN", "hub-secret")
     monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "hub-secret")
     monkeypatch.setenv("SLURM_CONF", "/etc/slurm/slurm.conf")
-    # no prefix: the command runs as this test's user, with what the client hands it
-    slurm = LocalSlurmClient(user_prefix=())
-    env = dict(
-        line.split("=", 1)
-        for line in (await slurm.run_as(_me(), ["/usr/bin/env"])).stdout.splitlines()
-    )
+    # the prefix records what a command run as the user (scancel) gets, as this test's user
+    seen = tmp_path / "env"
+    slurm = LocalSlurmClient(user_prefix=("sh", "-c", 'env > "$0"', str(seen)))
+    await slurm.cancel(_me(), "7")
+    env = dict(line.split("=", 1) for line in seen.read_text().splitlines() if "=" in line)
     assert "hub-secret" not in env.values()
     assert env["PATH"] == SYSTEM_PATH and env["USER"] == _me() and env["LANG"] == "C.UTF-8"
     assert env["SLURM_CONF"] == "/etc/slurm/slurm.conf"
     # sbatch gets the job's environment over the minimal one, and nothing of the hub's
-    seen = tmp_path / "env"
     submitter = LocalSlurmClient(user_prefix=("sh", "-c", 'env > "$0"; echo 42', str(seen)))
     job_env = {"PATH": "/opt/venv/bin:/usr/bin:/bin", "JUPYTERHUB_API_TOKEN": "the-users-own"}
     assert await submitter.submit(_me(), "#!/bin/bash\n", job_env) == "42"

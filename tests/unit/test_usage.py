@@ -221,7 +221,7 @@ def test_sacct_failures_say_what_is_wrong(monkeypatch: pytest.MonkeyPatch) -> No
             argv, 1, "", "sacct: error: Problem talking to the database: Connection refused"
         )
 
-    monkeypatch.setattr(usage.subprocess, "run", refused)
+    monkeypatch.setattr(subprocess, "run", refused)
     with pytest.raises(usage.AccountingUnavailable, match=r"Connection refused.*slurmdbd"):
         usage.run_sacct(["sacct"])
 
@@ -233,7 +233,7 @@ def test_jobs_in_runs_sacct(monkeypatch: pytest.MonkeyPatch) -> None:
         seen.append(argv)
         return subprocess.CompletedProcess(argv, 0, SAMPLE, "")
 
-    monkeypatch.setattr(usage.subprocess, "run", answer)
+    monkeypatch.setattr(subprocess, "run", answer)
     when = usage.Period(datetime(2026, 11, 19), datetime(2026, 11, 23))
     assert len(usage.jobs_in(when, ["acme-ai"])) == 6
     assert seen[0][:2] == ["sacct", "--json"] and seen[0][-1] == "--accounts=acme-ai"
