@@ -212,8 +212,11 @@ def test_a_course_server_is_refused_to_outsiders_and_outside_its_days() -> None:
 
 
 def test_hub_settings_run_the_service_and_give_trainers_no_access_scope() -> None:
-    s = site.load_site(site.example_site_path())
-    settings = hub_settings(s, {"FACTORYHUB_OIDC_CLIENT_SECRET": "x"}, "/py", "/site.yaml")
+    data = yaml.safe_load(site.example_site_path().read_text())
+    # the secret from the environment, not the local factory's root-only file
+    del data["auth"]["oidc"]["client_secret_file"]
+    env = {"FACTORYHUB_OIDC_CLIENT_SECRET": "x"}
+    settings = hub_settings(parse_site(data), env, "/py", "/site.yaml")
     hub = settings["JupyterHub"]
     assert hub["allow_named_servers"] is True
     assert "access:services!service=courses" in hub["extra_user_scopes"]

@@ -20,7 +20,13 @@ from factoryhub.spawners.dask_setup import (
 
 
 def example() -> dict[str, Any]:
-    return yaml.safe_load(example_site_path().read_text())
+    data = yaml.safe_load(example_site_path().read_text())
+    # the OIDC client secret from the environment, not the local factory's root-only file
+    del data["auth"]["oidc"]["client_secret_file"]
+    return data
+
+
+SECRET = {"FACTORYHUB_OIDC_CLIENT_SECRET": "x"}
 
 
 def problems(data: dict[str, Any]) -> str:
@@ -33,7 +39,7 @@ def problems(data: dict[str, Any]) -> str:
 
 def test_worker_settings_resolve_per_profile() -> None:
     site = parse_site(example())
-    per_profile = hub_settings(site, {})["FactorySlurmSpawner"]["dask_settings"]
+    per_profile = hub_settings(site, SECRET)["FactorySlurmSpawner"]["dask_settings"]
     assert set(per_profile) == {p.name for p in site.profiles}
     assert per_profile["cpu-small"] == {
         "partition": "batch",
@@ -64,7 +70,7 @@ def test_defaults_without_a_dask_section() -> None:
 def test_disabled_gives_no_settings() -> None:
     data = example()
     data["dask"]["enabled"] = False
-    assert hub_settings(parse_site(data), {})["FactorySlurmSpawner"]["dask_settings"] == {}
+    assert hub_settings(parse_site(data), SECRET)["FactorySlurmSpawner"]["dask_settings"] == {}
 
 
 def test_bad_dask_values_are_named() -> None:

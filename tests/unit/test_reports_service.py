@@ -29,6 +29,7 @@ from factoryhub.hub.site.loader import SiteError, parse_site
 from factoryhub.hub.site.reports import AccessRule
 from factoryhub.spawners.slurm.local import JobInfo, SlurmError, SlurmUnavailable
 
+ME = pwd.getpwuid(os.getuid()).pw_name  # a runner whose outputs the test's user owns
 STAFF = Person("stan", frozenset({"factory-staff"}))
 RESEARCHER = Person("ravi", frozenset({"climate-lab"}))
 ADMIN = Person("ada", frozenset(), admin=True)
@@ -295,10 +296,10 @@ def test_one_runs_bad_outputs_fail_that_run_and_the_others_are_followed(tmp_path
     }
     runs = {}
     for kind, data in outputs.items():
-        run = store.add_run("usage", "root", {}, run_as="gone" if kind == "gone" else "root")
+        run = store.add_run("usage", ME, {}, run_as="gone" if kind == "gone" else ME)
         store.set_job(run.id, str(run.id))
         slurm.states[str(run.id)] = "COMPLETED"
-        out = tmp_path / "root" / f"run-{run.id}"
+        out = tmp_path / ME / f"run-{run.id}"  # the runner's own files: no root needed
         out.mkdir(parents=True)
         (out / "usage.ipynb").write_bytes(data)
         runs[kind] = run.id
