@@ -1,6 +1,11 @@
-"""What a user sees while their server is on its way: plain words for Slurm's states."""
+"""What a user sees while their server is on its way: plain words for Slurm's states, and the
+spawner's stream of progress events (JupyterHub's ``Spawner.progress``)."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Protocol
 
 from factoryhub.spawners.slurm.local import JobInfo
 
@@ -48,3 +53,50 @@ def describe(job: JobInfo | None, job_id: str, partition: str) -> tuple[int, str
         node = job.nodes or "its node"
         return 70, f"Job {job_id} is running on {node}: starting JupyterLab"
     return 90, f"Job {job_id} is {job.state.lower()}"
+
+
+class WaitingServer(Protocol):
+    """What the progress stream reads of a spawner while its server starts."""
+
+    job_id: str
+    current_job: JobInfo | None
+    ready_address: tuple[str, int] | None
+    ready_node: str
+    ready_event: asyncio.Event
+
+    @property
+    def job_partition(self) -> str: ...
+
+
+async def progress_events(server: WaitingServer) -> AsyncIterator[dict[str, int | str]]:
+    """The job's queue state in words whenever it changes (pending reason, expected start,
+    node), until the server has reported its address."""
+    last = None
+    while True:
+        job_id = server.job_id
+        if job_id:
+            percent, message = describe(server.current_job, job_id, server.job_partition)
+            if message != last:
+                yield {"progress": percent, "message": message}
+                last = message
+        if server.ready_address is not None:
+            # JupyterLab can answer before the poller has seen the job run: say where
+            # it runs anyway (the node the server itself reported).
+            if job_id and not (last or "").startswith(f"Job {job_id} is running"):
+                node = server.ready_node or "its node"
+                yield {
+                    "progress": 70,
+                    "message": f"Job {job_id} is running on {node}: JupyterLab started",
+                }
+            yield {"progress": 95, "message": "JupyterLab answers; connecting"}
+            return
+        # Wake at once when the server reports in: the hub stops reading progress as
+        # soon as the spawn completes, so these last messages must not wait a tick.
+        event = server.ready_event
+        if not event.is_set():
+            try:
+                await asyncio.wait_for(event.wait(), timeout=0.5)
+            except TimeoutError:
+                pass
+        else:
+            await asyncio.sleep(0.5)

@@ -1,105 +1,75 @@
 """FactorySlurmSpawner: each user's JupyterLab as a Slurm job.
 
-Built on batchspawner's SlurmSpawner (its ``req_*`` traits are what reaches the job
-script), with these differences:
+The base class stays batchspawner's ``SlurmSpawner``: batchspawner is a named dependency of
+the product and its ``req_*`` traits are the contract a batch job is described by. Its start,
+poll, stop, progress and submission are replaced, so its other settings (``batch_script``,
+``exec_prefix``, ``req_options``, ``batch_submit_cmd``, ...) would do nothing: the spawner
+refuses them at construction, naming each and what factoryhub uses instead. The ``req_*``
+traits honoured (:mod:`~.contract`): ``req_partition``, ``req_nprocs``, ``req_memory``,
+``req_runtime``, ``req_gres``, ``req_account``, ``req_reservation`` set from the checked
+request; ``req_qos``, ``req_keepvars_extra`` from configuration; ``req_username``,
+``req_homedir``, ``req_keepvars`` computed. Otherwise:
 
-- the options form is rendered from the site's profiles and validated on the server
-  (form and REST API alike); only validated values become ``req_*`` values;
-- the job script is rendered by :mod:`jobscript`, never from raw user options;
-- the server reports its address once it listens (:mod:`server_ready`), so the
-  spawn is ready as soon as JupyterLab answers;
-- Slurm not answering is *unknown*, never *gone*: a server is kept, a submission is
-  reported as failed, and a job that may have been created meanwhile is cancelled
-  when Slurm answers again.
+- the options form is rendered from the site's profiles and checked on the server (form and
+  REST API alike, :mod:`~.choices`); only checked values become ``req_*`` values;
+- the job script is rendered by :mod:`~.jobscript`, never from raw user options;
+- the server reports its address once it listens (:mod:`~.ready_api`): the spawn is ready
+  as soon as JupyterLab answers;
+- Slurm not answering is *unknown*, never *gone* (the shared poller, :mod:`~.slurm.poller`):
+  a server is kept, a submission is reported as failed, a job made meanwhile is reaped.
+
+All run-time state is declared as traits (below; ``job_request`` and ``job_course`` in
+:mod:`~.choices`); ``clear_state`` forgets the job, ``get_state``/``load_state`` carry its id
+and the last end message over a hub restart.
 """
 
 from __future__ import annotations
 
 import asyncio
-import grp
 import json
-import os
-import pwd
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from batchspawner import SlurmSpawner
-from jinja2 import Environment, PackageLoader, select_autoescape
 from tornado import web
 from traitlets import Any as AnyTrait
-from traitlets import CaselessStrEnum, Dict, Float, List, Unicode, default
+from traitlets import (
+    CaselessStrEnum,
+    Dict,
+    Float,
+    Instance,
+    Int,
+    List,
+    Tuple,
+    Unicode,
+    default,
+)
 
 from factoryhub.spawners import (
     metrics,
     ready_api,  # noqa: F401 - registers the server-ready API route
 )
 from factoryhub.spawners.apptainer import ApptainerSettings, server_command
-from factoryhub.spawners.courses.servers import (
-    COURSE_FOLDER_VAR,
-    COURSE_MATERIALS_VAR,
-    CourseServers,
-)
+from factoryhub.spawners.choices import ServerChoices
+from factoryhub.spawners.contract import RefusedSetting, refusals
 from factoryhub.spawners.dask_setup import ENV_VAR as DASK_ENV_VAR
 from factoryhub.spawners.dask_setup import dask_payload
+from factoryhub.spawners.job_log import SlurmJobEnded, tail_as_user
 from factoryhub.spawners.jobscript import render_job_script
-from factoryhub.spawners.model.courses import Course
-from factoryhub.spawners.model.profiles import Profile, load_profiles, profiles_for
-from factoryhub.spawners.model.projects import Project, Usage, load_projects, projects_for
-from factoryhub.spawners.options import (
-    JobRequest,
-    OptionsError,
-    validate_course_options,
-    validate_options,
-)
-from factoryhub.spawners.progress import describe
+from factoryhub.spawners.model.profiles import load_profiles
+from factoryhub.spawners.progress import progress_events
 from factoryhub.spawners.ready_address import check_ready_address
 from factoryhub.spawners.slurm.access import ACCESS_MODES, SlurmClient, make_client
 from factoryhub.spawners.slurm.local import JobInfo, SlurmError, SlurmUnavailable
 from factoryhub.spawners.slurm.poller import SlurmPoller, end_message, shared_poller
-from factoryhub.spawners.user_files import last_lines, read_tail_as_user
-
-_form_env = Environment(
-    loader=PackageLoader("factoryhub.spawners", "templates"),
-    autoescape=select_autoescape(["html", "j2"]),
-)
 
 
-class SlurmJobEnded(RuntimeError):
-    """The job ended before JupyterLab answered.
-
-    Its text (which the hub's log gets) names the job's log but holds nothing of it; only the
-    user's own view of the failure (JupyterHub's ``jupyterhub_message``) adds the log's last
-    lines, read as the user.
-    """
-
-    def __init__(self, message: str, tail: str = "") -> None:
-        super().__init__(message)
-        if tail:
-            self.jupyterhub_message = f"{message}\n{tail}"
-
-
-class FactorySlurmSpawner(CourseServers, SlurmSpawner):
+class FactorySlurmSpawner(ServerChoices, SlurmSpawner):
     """Start JupyterLab as a Slurm job of the user, from a validated profile."""
 
-    profiles = List(
-        Dict(),
-        help="""Resource profiles users choose from (set from the site file).
-
-        Each is a dict with name, display_name, description, partition, cpus,
-        memory_gb {default,min,max}, gpus {default,min,max}, walltime {default,max},
-        allowed_groups, allowed_users.
-        """,
-    ).tag(config=True)
-
-    projects = List(
-        Dict(),
-        help="""Projects (set from the site file): name, display_name, description, account,
-        groups, profiles, max_servers, max_gpus_per_user. Empty: no projects, no --account.
-        A user belongs to a project when one of their groups (JupyterHub groups, synced from
-        the identity provider, or Unix groups) is among the project's groups.
-        """,
-    ).tag(config=True)
+    # ------------------------------------------------------------------ configuration
 
     python_env = Unicode(
         "/opt/factoryhub/venv",
@@ -164,12 +134,6 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
         spawner.apptainer): command, binds, python_env (see factoryhub.spawners.apptainer).""",
     ).tag(config=True)
 
-    last_end_message = ""
-
-    # Not batchspawner's `srun` prefix: the server is the batch step itself (one
-    # step less to launch), started with `exec` so it receives Slurm's signals.
-    req_srun = Unicode("").tag(config=True)
-
     slurm_access = CaselessStrEnum(
         ACCESS_MODES,
         "local",
@@ -198,6 +162,66 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
             self.slurm_access, self.slurm_rest, self.user_command_prefix, self.slurm_command_timeout
         )
 
+    slurm_poller = Instance(
+        SlurmPoller,
+        help="""The poller this spawner reads its job's state from: by default this hub's
+        shared one (one Slurm query per interval for all servers).""",
+    )
+
+    @default("slurm_poller")
+    def _default_slurm_poller(self) -> SlurmPoller:
+        return shared_poller(
+            self.hub_tag,
+            lambda: SlurmPoller(
+                self.slurm,
+                name_prefix=f"{self.job_name_prefix}-",
+                tag=self.hub_tag,
+                interval=self.slurm_poll_interval,
+                orphan_grace=self.orphan_grace,
+            ),
+        )
+
+    # ------------------------------------------------------------------ run-time state
+
+    current_job = Instance(
+        JobInfo,
+        allow_none=True,
+        help="The job as the poller last saw it active (None: not seen yet in this hub).",
+    )
+
+    last_end_message = Unicode(
+        "",
+        help="""Why the last job ended without its user stopping it, for the home page: kept
+        after the server ends (and in the stored state) until the next start.""",
+    )
+
+    ready_address = Tuple(
+        Unicode(),
+        Int(),
+        default_value=None,
+        allow_none=True,
+        help="(ip, port) the server reported through the ready API; None until then.",
+    )
+
+    ready_node = Unicode("", help="The node Slurm runs the job on, as of the ready call.")
+
+    ready_event = Instance(
+        asyncio.Event,
+        args=(),
+        help="""Set by the ready call, or by the poller when the job ended during start():
+        wakes start() and the progress stream at once. A new one for every start.""",
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        problems = refusals(self.config, self.section_names(), kwargs)
+        for problem in problems:
+            self.log.error("%s", problem)
+        if problems:
+            raise RefusedSetting("; ".join(problems))
+
+    # ------------------------------------------------------------------ defaults
+
     def home(self) -> str:
         """The user's home directory on the cluster (as the Slurm client knows it)."""
         return self.slurm.home(self.user.name)
@@ -222,111 +246,6 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
     def _default_http_timeout(self) -> int:
         return 120
 
-    # ------------------------------------------------------------------ profiles
-
-    def user_groups(self) -> set[str]:
-        """The user's Unix groups (when this host knows the user) and JupyterHub groups."""
-        names = {g.name for g in getattr(self.user, "groups", [])}
-        try:
-            entry = pwd.getpwnam(self.user.name)
-        except KeyError:
-            return names
-        for gid in os.getgrouplist(entry.pw_name, entry.pw_gid):
-            try:
-                names.add(grp.getgrgid(gid).gr_name)
-            except KeyError:
-                continue
-        return names
-
-    def available_profiles(self) -> tuple[Profile, ...]:
-        return profiles_for(load_profiles(self.profiles), self.user.name, self.user_groups())
-
-    def user_projects(self) -> tuple[Project, ...] | None:
-        """The user's projects; None when the site has no projects at all."""
-        if not self.projects:
-            return None
-        return projects_for(load_projects(self.projects), self.user_groups())
-
-    def project_usage(self) -> dict[str, Usage]:
-        """Servers and GPUs the user holds per project, this server excepted."""
-        usage: dict[str, Usage] = {}
-        for spawner in getattr(self.user, "spawners", {}).values():
-            if spawner is self or not spawner.active:
-                continue
-            options = spawner.user_options or {}
-            project = options.get("project")
-            if isinstance(project, str):
-                used = usage.get(project, Usage())
-                gpus = options.get("gpus") if isinstance(options.get("gpus"), int) else 0
-                usage[project] = Usage(used.servers + 1, used.gpus + gpus)
-        return usage
-
-    def validate_user_options(self, raw: Any) -> JobRequest:
-        """The checked request; also keeps the server's course (``job_course``, None for
-        other servers) as it was read for the check."""
-        course = self.job_course = self.course()
-        if course is not None:
-            groups = self.user_groups()
-            member = course.is_participant(self.user.name, groups) or course.is_trainer(
-                self.user.name, groups
-            )
-            profile = next(
-                (p for p in load_profiles(self.profiles) if p.name == course.profile), None
-            )
-            return validate_course_options(raw, course, profile, member)
-        if self.name and self.courses:
-            names = ", ".join(sorted(c["name"] for c in self.courses))
-            raise OptionsError(
-                "options",
-                f"there is no course called {self.name!r} (courses: {names}). Named servers "
-                "on this factory are course servers; use your default server for your own work",
-            )
-        return validate_options(
-            raw, self.available_profiles(), self.user_projects(), self.project_usage()
-        )
-
-    # ------------------------------------------------------------------ the form
-
-    def _render_options_form(self) -> str:
-        if self.name and self.courses:
-            return ""  # a course server: pinned, so the spawn starts at once (or says why not)
-        profiles = [p.to_form() for p in self.available_profiles()]
-        projects = self.user_projects()
-        if projects is not None:
-            usable = {name for p in projects for name in p.profiles}
-            profiles = [p for p in profiles if p["name"] in usable]
-        previous = self.orm_spawner.user_options if self.orm_spawner else None
-        return _form_env.get_template("form.html.j2").render(
-            profiles=profiles,
-            projects=[p.to_form() for p in projects] if projects is not None else None,
-            previous=previous or {},
-        )
-
-    def run_options_from_form(self, form_data: dict[str, list[str]]) -> dict[str, Any]:
-        # Raised errors re-render the form with the message (JupyterHub's SpawnHandler).
-        fields = {k: v for k, v in form_data.items() if k != "_xsrf"}
-        return self.validate_user_options(fields).to_user_options()
-
-    @staticmethod
-    def _apply_user_options(spawner: FactorySlurmSpawner, user_options: Any) -> None:
-        """Validate the options (REST API posts skip the form) and set the req_* traits."""
-        try:
-            request = spawner.validate_user_options(user_options)
-        except OptionsError as e:
-            raise web.HTTPError(400, str(e)) from None
-        spawner.job_request = request
-        spawner.req_partition = request.partition
-        spawner.req_nprocs = str(request.cpus)
-        spawner.req_memory = f"{request.memory_gb}G"
-        spawner.req_runtime = request.walltime
-        spawner.req_gres = f"gpu:{request.gpus}" if request.gpus else ""
-        spawner.req_account = request.account
-        course = spawner.job_course  # read by validate_user_options just now
-        spawner.req_reservation = course.reservation if course else ""
-
-    job_request: JobRequest | None = None
-    job_course: Course | None = None
-
     # ------------------------------------------------------------------ job script
 
     @property
@@ -337,6 +256,10 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
     @property
     def job_log_dir(self) -> str:
         return self.log_dir.format(home=self.home(), username=self.user.name)
+
+    @property
+    def job_partition(self) -> str:
+        return self.job_request.partition if self.job_request else ""
 
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
@@ -351,10 +274,7 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
             python=f"{self.python_env}/bin/python",
         )
         env[DASK_ENV_VAR] = json.dumps(payload) if payload else ""
-        course = self.job_course
-        if course is not None and course.materials_path:
-            env[COURSE_MATERIALS_VAR] = course.materials_path
-            env[COURSE_FOLDER_VAR] = self.course_folder_path(course)
+        env.update(self.course_env(self.job_course))
         return env
 
     def singleuser_command(self) -> list[str]:
@@ -405,11 +325,9 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
 
     def report_ready(self, ip: str, port: int, node: str = "") -> None:
         """Called by the server-ready API once JupyterLab listens."""
-        self._ready_node = node
-        self._ready_address = (ip, port)
-        event = getattr(self, "_ready_event", None)
-        if event is not None:
-            event.set()
+        self.ready_node = node
+        self.ready_address = (ip, port)
+        self.ready_event.set()
 
     def _log_path(self) -> str:
         return str(Path(self.job_log_dir) / f"{self.job_name}-{self.job_id}.log")
@@ -419,46 +337,29 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
         path itself (the user controls it). "" where the hub cannot act as users (rest)."""
         if self.slurm_access != "local":
             return ""
-        try:
-            data = await read_tail_as_user(
-                self.user.name, self.home(), self._log_path(), prefix=self.user_command_prefix
-            )
-        except OSError as e:
-            return f"(its last lines could not be read as {self.user.name}: {e.strerror})"
-        except SlurmError:
-            return ""
-        return "Its last lines:\n" + last_lines(data, lines)
+        return await tail_as_user(
+            self.user.name, self.home(), self._log_path(), self.user_command_prefix, lines
+        )
 
     @property
     def poller(self) -> SlurmPoller:
-        """This hub's shared poller (one Slurm query per interval for all servers)."""
-        return shared_poller(
-            self.hub_tag,
-            lambda: SlurmPoller(
-                self.slurm,
-                name_prefix=f"{self.job_name_prefix}-",
-                tag=self.hub_tag,
-                interval=self.slurm_poll_interval,
-                orphan_grace=self.orphan_grace,
-            ),
-        )
+        """This spawner's poller, its loop (re)started if it is not running."""
+        self.slurm_poller.ensure_running()
+        return self.slurm_poller
 
     async def _job_ended(self, job: JobInfo | None) -> None:
         """Called by the poller once Slurm has twice said the job is over."""
-        job_id = self.job_id
-        self.last_end_message = end_message(job_id, job)
+        self.last_end_message = end_message(self.job_id, job)
         if self._spawn_pending:
-            self._ready_event.set()  # start() sees the end and reports it
+            self.ready_event.set()  # start() sees the end and reports it
             return
         self.log.warning("Server %s: %s", self._log_name, self.last_end_message)
         await self.poll_and_notify()
 
     async def start(self) -> tuple[str, int]:
         begun = time.monotonic()
-        self._ready_event = asyncio.Event()
-        self._ready_address: tuple[str, int] | None = None
-        self._ready_node = ""
-        self.current_job: JobInfo | None = None
+        self._forget_job()
+        self.ready_event = asyncio.Event()
         self.last_end_message = ""
         self.ip, self.port = "", 0
         if self.job_request is None:
@@ -467,6 +368,20 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
         if course is not None:
             self._open_course_folder(course)
             await self.ensure_course_account(course)
+        await self._submit()
+        poller = self.poller
+        poller.watch(self.job_id, self._job_ended)
+        poller.poke()
+        self.ip, self.port = await self._wait_until_ready(poller)
+        profile = self.job_request.profile if self.job_request else ""
+        metrics.SPAWN_SECONDS.labels(profile).observe(time.monotonic() - begun)
+        self.log.info(
+            "Job %s of %s serves at %s:%s", self.job_id, self._log_name, self.ip, self.port
+        )
+        return self.ip, self.port
+
+    async def _submit(self) -> None:
+        """Submit the job; Slurm's silence or refusal as the error the user sees."""
         try:
             await self.submit_batch_script()
         except SlurmUnavailable as e:
@@ -477,12 +392,12 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
             ) from None
         except SlurmError as e:
             raise web.HTTPError(400, f"Slurm refused the job: {e}") from None
-        poller = self.poller
-        poller.watch(self.job_id, self._job_ended)
-        poller.poke()
-        while self._ready_address is None:
+
+    async def _wait_until_ready(self, poller: SlurmPoller) -> tuple[str, int]:
+        """The address the server reported; :class:`SlurmJobEnded` if the job ended first."""
+        while self.ready_address is None:
             try:
-                await asyncio.wait_for(self._ready_event.wait(), timeout=poller.interval)
+                await asyncio.wait_for(self.ready_event.wait(), timeout=poller.interval)
             except TimeoutError:
                 pass
             if poller.state(self.job_id) == "ended":
@@ -496,48 +411,16 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
                     tail,
                 )
             self.current_job = poller.jobs.get(self.job_id, self.current_job)
-        self.ip, self.port = self._ready_address
+        address = self.ready_address
         self.current_job = poller.jobs.get(self.job_id, self.current_job)
-        profile = self.job_request.profile if self.job_request else ""
-        metrics.SPAWN_SECONDS.labels(profile).observe(time.monotonic() - begun)
-        self.log.info(
-            "Job %s of %s serves at %s:%s", self.job_id, self._log_name, self.ip, self.port
-        )
-        return self.ip, self.port
+        return address
 
-    async def progress(self):  # type: ignore[override]
-        last = None
-        while True:
-            job_id = self.job_id
-            if job_id:
-                partition = self.job_request.partition if self.job_request else ""
-                percent, message = describe(getattr(self, "current_job", None), job_id, partition)
-                if message != last:
-                    yield {"progress": percent, "message": message}
-                    last = message
-            if getattr(self, "_ready_address", None) is not None:
-                # JupyterLab can answer before the poller has seen the job run: say where
-                # it runs anyway (the node the server itself reported).
-                if job_id and not (last or "").startswith(f"Job {job_id} is running"):
-                    node = getattr(self, "_ready_node", "") or "its node"
-                    yield {
-                        "progress": 70,
-                        "message": f"Job {job_id} is running on {node}: JupyterLab started",
-                    }
-                yield {"progress": 95, "message": "JupyterLab answers; connecting"}
-                return
-            # Wake at once when the server reports in: the hub stops reading progress as
-            # soon as the spawn completes, so these last messages must not wait a tick.
-            event = getattr(self, "_ready_event", None)
-            if event is not None and not event.is_set():
-                try:
-                    await asyncio.wait_for(event.wait(), timeout=0.5)
-                except TimeoutError:
-                    pass
-            else:
-                await asyncio.sleep(0.5)
+    async def progress(self) -> AsyncIterator[dict[str, int | str]]:  # type: ignore[override]
+        """Pending reason, expected start, node: the job's queue state in words."""
+        async for event in progress_events(self):
+            yield event
 
-    # ------------------------------------------------------------------ poll / stop
+    # ------------------------------------------------------------------ state, poll, stop
 
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
@@ -550,6 +433,18 @@ class FactorySlurmSpawner(CourseServers, SlurmSpawner):
         self.last_end_message = state.get("last_end_message", "")
         if self.job_id:  # a server from before a hub restart: watch its job again
             self.poller.watch(self.job_id, self._job_ended)
+
+    def clear_state(self) -> None:
+        """Forget the job (its id, as batchspawner does, and what was seen of it). The last
+        end message and the last request stay, for the home page."""
+        super().clear_state()
+        self._forget_job()
+
+    def _forget_job(self) -> None:
+        """What was seen of the job: the poller's record, the server's ready call."""
+        self.current_job = None
+        self.ready_address = None
+        self.ready_node = ""
 
     async def poll(self) -> int | None:
         """Read the shared poller: no Slurm query, no process. Unknown is not gone."""

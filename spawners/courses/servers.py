@@ -66,6 +66,15 @@ class CourseServers(LoggingConfigurable):
         base = self.course_folder.replace("{home}", home).replace("{username}", self.user.name)
         return str(Path(base) / course.name)
 
+    def course_env(self, course: Course | None) -> dict[str, str]:
+        """What tells the server to sync the course's materials, and where to."""
+        if course is None or not course.materials_path:
+            return {}
+        return {
+            COURSE_MATERIALS_VAR: course.materials_path,
+            COURSE_FOLDER_VAR: self.course_folder_path(course),
+        }
+
     def _open_course_folder(self, course: Course) -> None:
         """A course server opens JupyterLab in the course's folder (when it is in the home)."""
         if not course.materials_path:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from factoryhub.spawners.spawner import FactorySlurmSpawner, SlurmJobEnded
+from factoryhub.spawners.job_log import SlurmJobEnded
+from factoryhub.spawners.spawner import FactorySlurmSpawner
 
 
 def fake_spawner(tmp_path: Path, access: str = "local") -> SimpleNamespace:
