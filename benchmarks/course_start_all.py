@@ -22,72 +22,80 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import secrets
 import statistics
 import sys
-import tempfile
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.processes import cancel_jobs, ensure_unix_user, factoryhub_hub, log
+from benchmarks import cli
+from benchmarks.hubs import cancel_jobs, ensure_unix_user, factoryhub_hub
+from tests.support.hub import PROXY_PATH, RunningHub
+from tests.support.waiting import wait_until
 
 COURSE = "bench-course"
 TRAINER = "fhbench-trainer"
 ACCOUNT = "fhbench-course"
 PORT = 28112
 TIMEOUT_S = 600.0
+API = f"/services/courses/api/courses/{COURSE}"
+VARIANTS = ("one_by_one", "hub_api_burst", "course_start_all")
+
+log = cli.logger("course_start_all")
+
+
+def user_items(admin: httpx.Client) -> list[dict[str, Any]]:
+    page = admin.get("/hub/api/users", params={"limit": 500}).json()
+    return page["items"] if isinstance(page, dict) else page
 
 
 def running(admin: httpx.Client, users: list[str]) -> set[str]:
-    page = admin.get("/hub/api/users", params={"limit": 500}).json()
-    items = page["items"] if isinstance(page, dict) else page
     return {
         u["name"]
-        for u in items
+        for u in user_items(admin)
         if u["name"] in users and (u.get("servers") or {}).get(COURSE, {}).get("ready")
     }
 
 
 def wait_all(admin: httpx.Client, users: list[str], begun: float) -> float:
-    while time.monotonic() - begun < TIMEOUT_S:
-        if running(admin, users) == set(users):
-            return time.monotonic() - begun
-        time.sleep(0.25)
-    raise RuntimeError(f"not every course server ran within {TIMEOUT_S} s")
+    """Seconds from ``begun`` until every participant's course server runs."""
+    return wait_until(
+        lambda: running(admin, users) == set(users) and time.monotonic() - begun,
+        TIMEOUT_S,
+        lambda: f"not every course server ran within {TIMEOUT_S} s",
+        first=0.25,
+        longest=0.25,
+    )
 
 
 def wait_one(admin: httpx.Client, user: str) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         model = admin.get(f"/hub/api/users/{user}").json()
-        if (model.get("servers") or {}).get(COURSE, {}).get("ready"):
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"{user}'s course server did not run")
+        return bool((model.get("servers") or {}).get(COURSE, {}).get("ready"))
+
+    wait_until(ready, TIMEOUT_S, lambda: f"{user}'s course server did not run", first=0.2)
 
 
 def stop_all(admin: httpx.Client, users: list[str]) -> None:
     for user in users:
         admin.delete(f"/hub/api/users/{user}/servers/{COURSE}")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        page = admin.get("/hub/api/users", params={"limit": 500}).json()
-        items = page["items"] if isinstance(page, dict) else page
-        if not any(COURSE in (u.get("servers") or {}) for u in items if u["name"] in users):
-            time.sleep(1)
-            return
-        time.sleep(0.5)
-    raise RuntimeError("the course servers did not stop")
+
+    def stopped() -> bool:
+        items = user_items(admin)
+        return not any(COURSE in (u.get("servers") or {}) for u in items if u["name"] in users)
+
+    wait_until(stopped, 120, lambda: "the course servers did not stop", first=0.5, longest=0.5)
+    time.sleep(1)
 
 
-def one_by_one(admin: httpx.Client, users: list[str]) -> float:
+def one_by_one(admin: httpx.Client, trainer: httpx.Client, users: list[str]) -> float:
     begun = time.monotonic()
     for user in users:
         r = admin.post(f"/hub/api/users/{user}/servers/{COURSE}", json={})
@@ -96,7 +104,7 @@ def one_by_one(admin: httpx.Client, users: list[str]) -> float:
     return time.monotonic() - begun
 
 
-def hub_api_burst(admin: httpx.Client, users: list[str]) -> float:
+def hub_api_burst(admin: httpx.Client, trainer: httpx.Client, users: list[str]) -> float:
     begun = time.monotonic()
 
     def start(user: str) -> None:
@@ -109,126 +117,136 @@ def hub_api_burst(admin: httpx.Client, users: list[str]) -> float:
 
 def course_start_all(admin: httpx.Client, trainer: httpx.Client, users: list[str]) -> float:
     begun = time.monotonic()
-    r = trainer.post(f"/services/courses/api/courses/{COURSE}/start-all")
+    r = trainer.post(f"{API}/start-all")
     r.raise_for_status()
     assert len(r.json()["asked"]) == len(users), r.json()
     return wait_all(admin, users, begun)
 
 
-def summary(values: list[float]) -> dict[str, Any]:
-    return {"mean_s": round(statistics.fmean(values), 2), "rounds_s": [round(v, 2) for v in values]}
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = cli.parser(__doc__)
+    parser.add_argument("--participants", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=2)
+    return parser.parse_args(argv)
 
 
-def main() -> int:
-    args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    args.add_argument("--participants", type=int, default=12)
-    args.add_argument("--rounds", type=int, default=2)
-    args.add_argument("--json-out", default="")
-    opts = args.parse_args()
-    users = [f"fhbench-c{i:02d}" for i in range(opts.participants)]
-
-    from factoryhub.local.accounting import ensure_account, ensure_user_in_account
-
-    ensure_account(ACCOUNT, "course benchmark")
-    for user in [TRAINER, *users]:
-        ensure_unix_user(user)
-        ensure_user_in_account(user, ACCOUNT)
+def course_site(users: list[str]) -> Callable[[dict[str, Any]], None]:
+    """The benchmark's course: its project, pinned profile (1 GB), people and dates."""
     today = datetime.date.today()
 
     def change_site(site: dict[str, Any]) -> None:
-        site["profiles"][0]["memory_gb"] = {"default": 1, "min": 1, "max": 4}
+        profile = site["profiles"][0]
+        profile["memory_gb"] = {"default": 1, "min": 1, "max": 4}
         site["projects"] = [
             {
                 "name": "bench",
                 "display_name": "Benchmark",
                 "account": ACCOUNT,
                 "groups": ["fhbench-course"],
-                "profiles": [site["profiles"][0]["name"]],
+                "profiles": [profile["name"]],
             }
         ]
-        site["courses"] = {
-            "enabled": True,
-            "port": PORT,
-            "list": [
-                {
-                    "name": COURSE,
-                    "display_name": "Benchmark course",
-                    "trainers": {"users": [TRAINER]},
-                    "participants": {"users": users},
-                    "start": (today - datetime.timedelta(days=1)).isoformat(),
-                    "end": (today + datetime.timedelta(days=1)).isoformat(),
-                    "profile": site["profiles"][0]["name"],
-                    "project": "bench",
-                }
-            ],
+        course = {
+            "name": COURSE,
+            "display_name": "Benchmark course",
+            "trainers": {"users": [TRAINER]},
+            "participants": {"users": users},
+            "start": (today - datetime.timedelta(days=1)).isoformat(),
+            "end": (today + datetime.timedelta(days=1)).isoformat(),
+            "profile": profile["name"],
+            "project": "bench",
         }
+        site["courses"] = {"enabled": True, "port": PORT, "list": [course]}
 
-    state = Path(tempfile.mkdtemp(prefix="fhbench-courses-hub-"))
-    state.chmod(0o700)
-    token = secrets.token_hex(32)
-    token_file = state / "admin-token"
-    token_file.write_text(token)
-    hub = factoryhub_hub(state, token_file, token, change_site)
-    hub.start()
-    results: dict[str, Any] = {"participants": opts.participants, "rounds": opts.rounds}
-    times: dict[str, list[float]] = {"one_by_one": [], "hub_api_burst": [], "course_start_all": []}
+    return change_site
+
+
+def trainer_client(hub: RunningHub, admin: httpx.Client, users: list[str]) -> httpx.Client:
+    """The trainer's API client, once the Courses service lists every participant."""
+    for user in [TRAINER, *users]:
+        hub.ensure_user(user)
+    r = admin.post(f"/hub/api/users/{TRAINER}/tokens", json={"note": "bench"})
+    r.raise_for_status()
+    trainer = hub.client(r.json()["token"], timeout=120)
+
+    def service_ready() -> bool:
+        r = trainer.get(API)
+        if r.status_code != 200:
+            return False
+        return len([p for p in r.json()["participants"] if p["signed_in"]]) == len(users)
+
+    wait_until(
+        service_ready,
+        60,
+        lambda: f"the Courses service is not ready:\n{hub.log_tail()}",
+        first=0.5,
+        longest=0.5,
+    )
+    return trainer
+
+
+def measure(
+    admin: httpx.Client, trainer: httpx.Client, users: list[str], rounds: int
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Each variant once a round (after a warm-up server); the service's own records."""
+    log("warm-up: one course server")
+    admin.post(f"/hub/api/users/{users[0]}/servers/{COURSE}", json={})
+    wait_one(admin, users[0])
+    stop_all(admin, users)
+    variants = {"one_by_one": one_by_one, "hub_api_burst": hub_api_burst}
+    variants["course_start_all"] = course_start_all
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     recorded: list[float] = []
+    for round_ in range(rounds):
+        for name in VARIANTS:
+            took = variants[name](admin, trainer, users)
+            if name == "course_start_all":
+                time.sleep(2)
+                events = trainer.get(API).json()["events"]
+                ready = [e for e in events if e["kind"] == "all-ready"]
+                if ready:
+                    recorded.append(float(ready[0]["detail"]["seconds"]))
+            times[name].append(took)
+            log(f"round {round_ + 1}: {name} {took:.1f} s")
+            stop_all(admin, users)
+    return times, recorded
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    return {"mean_s": round(statistics.fmean(values), 2), "rounds_s": [round(v, 2) for v in values]}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from factoryhub.local.accounting import ensure_account, ensure_user_in_account
+
+    users = [f"fhbench-c{i:02d}" for i in range(args.participants)]
+    ensure_account(ACCOUNT, "course benchmark")
+    for user in [TRAINER, *users]:
+        ensure_unix_user(user)
+        ensure_user_in_account(user, ACCOUNT)
+    state = cli.private_state("fhbench-courses-hub-")
+    hub = factoryhub_hub(state, cli.new_token(), course_site(users))
     try:
-        with hub.client(timeout=60) as admin:
-            for user in [TRAINER, *users]:
-                hub.ensure_user(user)
-            r = admin.post(f"/hub/api/users/{TRAINER}/tokens", json={"note": "bench"})
-            r.raise_for_status()
-            trainer_token = r.json()["token"]
-            with httpx.Client(
-                base_url=hub.url, headers={"Authorization": f"token {trainer_token}"}, timeout=120
-            ) as trainer:
-                deadline = time.monotonic() + 60
-                api = f"/services/courses/api/courses/{COURSE}"
-                while trainer.get(api).status_code != 200 or len(
-                    [p for p in trainer.get(api).json()["participants"] if p["signed_in"]]
-                ) != len(users):
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"the Courses service is not ready:\n{hub.log_tail()}")
-                    time.sleep(0.5)
-                log("warm-up: one course server")
-                admin.post(f"/hub/api/users/{users[0]}/servers/{COURSE}", json={})
-                wait_one(admin, users[0])
-                stop_all(admin, users)
-                for round_ in range(opts.rounds):
-                    for name in times:
-                        if name == "one_by_one":
-                            took = one_by_one(admin, users)
-                        elif name == "hub_api_burst":
-                            took = hub_api_burst(admin, users)
-                        else:
-                            took = course_start_all(admin, trainer, users)
-                            time.sleep(2)
-                            events = trainer.get(api).json()["events"]
-                            ready = [e for e in events if e["kind"] == "all-ready"]
-                            if ready:
-                                recorded.append(float(ready[0]["detail"]["seconds"]))
-                        times[name].append(took)
-                        log(f"round {round_ + 1}: {name} {took:.1f} s")
-                        stop_all(admin, users)
-        results.update({name: summary(values) for name, values in times.items()})
-        results["service_recorded_all_ready_s"] = recorded
-        results["speedup_vs_one_by_one"] = round(
-            statistics.fmean(times["one_by_one"]) / statistics.fmean(times["course_start_all"]), 2
-        )
-        results["overhead_vs_hub_api_burst_s"] = round(
-            statistics.fmean(times["course_start_all"]) - statistics.fmean(times["hub_api_burst"]),
-            2,
-        )
+        hub.start()
+        with hub.client(timeout=60) as admin, trainer_client(hub, admin, users) as trainer:
+            times, recorded = measure(admin, trainer, users, args.rounds)
     finally:
         hub.stop()
         for user in users:
             cancel_jobs(user)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if opts.json_out:
-        Path(opts.json_out).write_text(text + "\n")
-    return 0
+    mean = {name: statistics.fmean(values) for name, values in times.items()}
+    return {
+        "participants": args.participants,
+        "rounds": args.rounds,
+        **{name: summary(values) for name, values in times.items()},
+        "service_recorded_all_ready_s": recorded,
+        "speedup_vs_one_by_one": round(mean["one_by_one"] / mean["course_start_all"], 2),
+        "overhead_vs_hub_api_burst_s": round(mean["course_start_all"] - mean["hub_api_burst"], 2),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.run_as_root("course_start_all", run, parse_args(argv), [PROXY_PATH])
 
 
 if __name__ == "__main__":

@@ -20,29 +20,26 @@ that server (so ``SLURMCluster()`` reads the configuration the server was starte
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import json
-import os
-import secrets
 import shutil
-import socket
-import statistics
-import sys
-import tempfile
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import httpx
-
-from benchmarks.kernel_client import Kernel
-from benchmarks.processes import cancel_jobs, ensure_unix_user, factoryhub_hub, versions
+from benchmarks import cli
+from benchmarks.hubs import (
+    cancel_jobs,
+    ensure_unix_user,
+    factoryhub_hub,
+    measure_spawn,
+    stop_server,
+)
+from tests.support.hub import PROXY_PATH
+from tests.support.kernel import Kernel, kernel
 
 USER = "fhbench-dask"
 PROFILE = "cpu-small"
 TARGET_P50_S = 2.0
+PHASES = ("scale", "throughput")
 
 SCALE_CODE = """
 import json, time
@@ -99,24 +96,7 @@ print(json.dumps(result))
 """
 
 
-def log(message: str) -> None:
-    print(f"[dask_scale {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def summarize(samples: Sequence[float]) -> dict[str, Any]:
-    ordered = sorted(samples)
-
-    def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
-
-    return {
-        "n": len(ordered),
-        "p50_s": round(statistics.median(ordered), 3),
-        "p95_s": round(pct(0.95), 3),
-        "min_s": round(ordered[0], 3),
-        "max_s": round(ordered[-1], 3),
-        "samples_s": [round(s, 3) for s in samples],
-    }
+log = cli.logger("dask_scale")
 
 
 def throughput_figures(raw: dict[str, Any]) -> dict[str, Any]:
@@ -139,89 +119,67 @@ def throughput_figures(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.parser(__doc__, prog="python -m benchmarks.dask_scale")
     parser.add_argument("--runs", type=int, default=20, help="scale(2) measurements")
     parser.add_argument("--documents", type=int, default=20000, help="corpus size")
     parser.add_argument("--partitions", type=int, default=8, help="Dask partitions (shards)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant")
     parser.add_argument("--only", default="scale,throughput", help="subset of scale,throughput")
-    parser.add_argument("--json-out", type=Path, help="also write the JSON result here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.only = cli.subset(parser, "--only", args.only, PHASES)
+    return args
+
+
+def measure(kernel: Kernel, args: argparse.Namespace) -> dict[str, Any]:
+    """The phases, in a kernel of the benchmark user's server."""
+    out: dict[str, Any] = {}
+    if "scale" in args.only:
+        log(f"scale(2) x {args.runs}")
+        code = SCALE_CODE.format(runs=args.runs)
+        samples = json.loads(kernel.execute(code, timeout=600).splitlines()[-1])
+        scale = out["scale_to_2_workers"] = cli.summarize(samples)
+        scale["target_p50_s"] = TARGET_P50_S
+        scale["met"] = scale["p50_s"] <= TARGET_P50_S
+    if "throughput" in args.only:
+        log(f"corpus pipeline on {args.documents} documents")
+        code = THROUGHPUT_CODE.format(
+            documents=args.documents, partitions=args.partitions, repeats=args.repeats
+        )
+        raw = json.loads(kernel.execute(code, timeout=1800).splitlines()[-1])
+        out["corpus_throughput"] = throughput_figures(raw)
+    return out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    phases = set(args.only.split(","))
     ensure_unix_user(USER)
     cancel_jobs(USER)
-    state = Path(tempfile.mkdtemp(prefix="fhbench-dask-"))
-    state.chmod(0o700)
-    token = secrets.token_hex(32)
-    token_file = state / "admin-api-token"
-    token_file.write_text(token)
-    token_file.chmod(0o600)
-    hub = factoryhub_hub(state, token_file, token)
-    out: dict[str, Any] = {}
+    state = cli.private_state("fhbench-dask-")
+    hub = factoryhub_hub(state, cli.new_token())
     try:
         hub.start()
         hub.ensure_user(USER)
-        spawn = hub.measure_spawn(USER, {"profile": PROFILE})
+        spawn = measure_spawn(hub, USER, {"profile": PROFILE})
         log(f"server of {USER} ready in {spawn:.2f} s")
-        with httpx.Client(
-            base_url=hub.url, headers={"Authorization": f"token {token}"}, timeout=600
-        ) as client:
-            kernel = Kernel(hub.url, USER, client, token)
-            try:
-                if "scale" in phases:
-                    log(f"scale(2) x {args.runs}")
-                    code = SCALE_CODE.format(runs=args.runs)
-                    samples = json.loads(kernel.execute(code, timeout=600).splitlines()[-1])
-                    out["scale_to_2_workers"] = summarize(samples)
-                    out["scale_to_2_workers"]["target_p50_s"] = TARGET_P50_S
-                    out["scale_to_2_workers"]["met"] = (
-                        out["scale_to_2_workers"]["p50_s"] <= TARGET_P50_S
-                    )
-                if "throughput" in phases:
-                    log(f"corpus pipeline on {args.documents} documents")
-                    code = THROUGHPUT_CODE.format(
-                        documents=args.documents,
-                        partitions=args.partitions,
-                        repeats=args.repeats,
-                    )
-                    raw = json.loads(kernel.execute(code, timeout=1800).splitlines()[-1])
-                    out["corpus_throughput"] = throughput_figures(raw)
-            finally:
-                with contextlib.suppress(Exception):
-                    kernel.shutdown()
-        hub.stop_server(USER)
+        with kernel(hub, USER) as k:
+            out = measure(k, args)
+        stop_server(hub, USER)
     finally:
         hub.stop()
         cancel_jobs(USER)
         shutil.rmtree(state, ignore_errors=True)
-    out["metadata"] = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "host": socket.gethostname(),
-        "nproc": os.cpu_count(),
-        "profile": PROFILE,
-        "runs": args.runs,
-        "documents": args.documents,
-        "partitions": args.partitions,
-        "repeats": args.repeats,
-        "versions": versions(),
-    }
+    out["metadata"] = cli.metadata(
+        profile=PROFILE,
+        runs=args.runs,
+        documents=args.documents,
+        partitions=args.partitions,
+        repeats=args.repeats,
+        versions=cli.versions(),
+    )
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("run as root: the benchmark starts a hub and submits jobs as a test user")
-        return 2
-    result = run(args)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
-    return 0
+    return cli.run_as_root("dask_scale", run, parse_args(argv), [PROXY_PATH])
 
 
 if __name__ == "__main__":

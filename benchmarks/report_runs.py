@@ -13,30 +13,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import httpx
 
-from benchmarks.processes import (
-    VENV_BIN,
-    cancel_jobs,
-    ensure_unix_user,
-    factoryhub_hub,
-    log,
-)
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import cli
+from benchmarks.hubs import VENV, cancel_jobs, ensure_unix_user, factoryhub_hub
+from tests.support.hub import PROXY_PATH, RunningHub
+from tests.support.waiting import wait_until
 
 USER = "fhbench4"
 GROUP = "factoryhub-bench"
 ACCOUNT = "fhbench-reports"
 PORT = 28110
+log = cli.logger("report_runs")
 NOTEBOOK = {
     "cells": [
         {
@@ -72,20 +73,8 @@ NOTEBOOK = {
 }
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {
-        "n": len(ordered),
-        "mean_s": round(statistics.fmean(ordered), 3),
-        "p50_s": round(statistics.median(ordered), 3),
-        "p95_s": round(ordered[max(0, round(0.95 * len(ordered)) - 1)], 3),
-        "min_s": round(ordered[0], 3),
-        "max_s": round(ordered[-1], 3),
-    }
-
-
 def run_direct(notebook: Path, out_dir: Path, i: int) -> float:
-    python = str(VENV_BIN / "python")
+    python = str(VENV / "bin" / "python")
     executed = out_dir / f"direct-{i}.ipynb"
     begun = time.monotonic()
     for argv in (
@@ -110,13 +99,11 @@ def run_direct(notebook: Path, out_dir: Path, i: int) -> float:
     return time.monotonic() - begun
 
 
-def wait_done(c: Any, run_ids: list[int], timeout: float = 600) -> dict[int, float]:
+def wait_done(c: httpx.Client, run_ids: list[int], timeout: float = 600) -> dict[int, float]:
     """run id → monotonic time it was first seen succeeded."""
     done: dict[int, float] = {}
-    deadline = time.monotonic() + timeout
-    while len(done) < len(run_ids):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"runs not done within {timeout} s: {set(run_ids) - set(done)}")
+
+    def all_done() -> bool:
         listed = c.get("/services/reports/api/runs", params={"limit": 1000}).json()["runs"]
         now = time.monotonic()
         for run in listed:
@@ -125,23 +112,34 @@ def wait_done(c: Any, run_ids: list[int], timeout: float = 600) -> dict[int, flo
                     done[run["id"]] = now
                 elif run["status"] in ("failed", "cancelled"):
                     raise RuntimeError(f"run {run['id']} {run['status']}: {run['error']}")
-        time.sleep(0.1)
+        return len(done) >= len(run_ids)
+
+    wait_until(
+        all_done,
+        timeout,
+        lambda: f"runs not done within {timeout} s: {set(run_ids) - set(done)}",
+        first=0.1,
+        longest=0.1,
+    )
     return done
 
 
-def post_run(c: Any, i: int) -> int:
+def post_run(c: httpx.Client, i: int) -> int:
     r = c.post("/services/reports/api/runs", json={"report": "bench", "parameters": {"n": i + 3}})
     if r.status_code != 201:
         raise RuntimeError(f"run refused: {r.status_code} {r.text}")
     return int(r.json()["id"])
 
 
-def main() -> int:
-    args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    args.add_argument("--runs", type=int, default=20)
-    args.add_argument("--json-out", default="")
-    opts = args.parse_args()
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = cli.parser(__doc__)
+    parser.add_argument("--runs", type=int, default=20)
+    return parser.parse_args(argv)
 
+
+def prepare() -> tuple[Path, Path]:
+    """The report's folder (with the notebook, readable by all) and the folder of the
+    direct runs (the user's)."""
     from factoryhub.local.accounting import ensure_account, ensure_user_in_account
 
     ensure_unix_user(USER)
@@ -154,6 +152,11 @@ def main() -> int:
     notebook.chmod(0o644)
     direct_dir = Path(tempfile.mkdtemp(prefix="fhbench-direct-"))
     shutil.chown(direct_dir, USER)
+    return folder, direct_dir
+
+
+def reports_site(folder: Path) -> Callable[[dict[str, Any]], None]:
+    """The benchmark's project and the Reports service, which reads ``folder``."""
 
     def change_site(site: dict[str, Any]) -> None:
         site["projects"] = [
@@ -174,73 +177,87 @@ def main() -> int:
             "poll_interval": 1,
             "access": [{"users": [USER], "allow": ["run"]}],
         }
-        site["courses"] = {"enabled": False, "list": []}
 
-    state = Path(tempfile.mkdtemp(prefix="fhbench-reports-hub-"))
-    state.chmod(0o700)
-    token = secrets.token_hex(32)
-    token_file = state / "admin-token"
-    token_file.write_text(token)
-    hub = factoryhub_hub(state, token_file, token, change_site)
-    hub.start()
-    results: dict[str, Any] = {"runs": opts.runs}
+    return change_site
+
+
+def user_client(hub: RunningHub) -> httpx.Client:
+    """The benchmark user's API client (in the project's group), once the service answers."""
+    with hub.client(timeout=60) as admin:
+        hub.ensure_user(USER)
+        admin.post(f"/hub/api/groups/{GROUP}")
+        admin.post(f"/hub/api/groups/{GROUP}/users", json={"users": [USER]}).raise_for_status()
+        r = admin.post(f"/hub/api/users/{USER}/tokens", json={"note": "bench"})
+        r.raise_for_status()
+    c = hub.client(r.json()["token"], timeout=60)
+    wait_until(
+        lambda: c.get("/services/reports/api/reports").status_code == 200,
+        60,
+        lambda: f"the Reports service did not answer:\n{hub.log_tail()}",
+        first=0.5,
+        longest=0.5,
+    )
+    return c
+
+
+def sequential(
+    c: httpx.Client, notebook: Path, direct_dir: Path, runs: int
+) -> tuple[list[float], list[float]]:
+    """Direct and service runs interleaved, so drift hits both alike (after a warm-up)."""
+    log("warm-up: one direct run, one service run")
+    run_direct(notebook, direct_dir, 0)
+    wait_done(c, [post_run(c, 0)])
+    direct, service = [], []
+    for i in range(runs):
+        direct.append(run_direct(notebook, direct_dir, i))
+        begun = time.monotonic()
+        run_id = post_run(c, i)
+        service.append(wait_done(c, [run_id])[run_id] - begun)
+        log(f"run {i + 1}/{runs}: direct {direct[-1]:.2f} s, service {service[-1]:.2f} s")
+    return direct, service
+
+
+def burst(c: httpx.Client, runs: int) -> tuple[float, float]:
+    """All runs posted at once: seconds to post them, seconds until the last succeeded."""
+    log(f"burst: {runs} runs posted at once")
+    begun = time.monotonic()
+    ids = [post_run(c, i) for i in range(runs)]
+    posted = time.monotonic() - begun
+    ends = wait_done(c, ids)
+    return posted, max(ends.values()) - begun
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    folder, direct_dir = prepare()
+    state = cli.private_state("fhbench-reports-hub-")
+    hub = factoryhub_hub(state, cli.new_token(), reports_site(folder))
     try:
-        with hub.client(timeout=60) as admin:
-            hub.ensure_user(USER)
-            admin.post(f"/hub/api/groups/{GROUP}")
-            r = admin.post(f"/hub/api/groups/{GROUP}/users", json={"users": [USER]})
-            r.raise_for_status()
-            r = admin.post(f"/hub/api/users/{USER}/tokens", json={"note": "bench"})
-            r.raise_for_status()
-            user_token = r.json()["token"]
-        with hub.client(timeout=60) as c:
-            c.headers["Authorization"] = f"token {user_token}"
-            deadline = time.monotonic() + 60
-            while c.get("/services/reports/api/reports").status_code != 200:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the Reports service did not answer:\n{hub.log_tail()}")
-                time.sleep(0.5)
-            log("warm-up: one direct run, one service run")
-            run_direct(notebook, direct_dir, 0)
-            wait_done(c, [post_run(c, 0)])
-            direct, service = [], []
-            for i in range(opts.runs):  # interleaved, so drift hits both alike
-                direct.append(run_direct(notebook, direct_dir, i))
-                begun = time.monotonic()
-                run_id = post_run(c, i)
-                service.append(wait_done(c, [run_id])[run_id] - begun)
-                log(
-                    f"run {i + 1}/{opts.runs}: "
-                    f"direct {direct[-1]:.2f} s, service {service[-1]:.2f} s"
-                )
-            log(f"burst: {opts.runs} runs posted at once")
-            begun = time.monotonic()
-            ids = [post_run(c, i) for i in range(opts.runs)]
-            posted = time.monotonic() - begun
-            ends = wait_done(c, ids)
-            burst_total = max(ends.values()) - begun
-            direct_total = sum(direct)
-        results.update(
-            direct=summary(direct),
-            service_sequential=summary(service),
-            overhead_per_run_s=round(statistics.fmean(service) - statistics.fmean(direct), 3),
-            overhead_p50_s=round(statistics.median(service) - statistics.median(direct), 3),
-            direct_total_s=round(direct_total, 3),
-            service_sequential_total_s=round(sum(service), 3),
-            service_burst_total_s=round(burst_total, 3),
-            service_burst_post_all_s=round(posted, 3),
-            burst_speedup_vs_direct_sequential=round(direct_total / burst_total, 2),
-        )
+        hub.start()
+        with user_client(hub) as c:
+            direct, service = sequential(c, folder / "bench.ipynb", direct_dir, args.runs)
+            posted, burst_total = burst(c, args.runs)
     finally:
         hub.stop()
         cancel_jobs(USER)
         shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(direct_dir, ignore_errors=True)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if opts.json_out:
-        Path(opts.json_out).write_text(text + "\n")
-    return 0
+    direct_total = sum(direct)
+    return {
+        "runs": args.runs,
+        "direct": cli.summarize(direct, keep_samples=False, mean=True),
+        "service_sequential": cli.summarize(service, keep_samples=False, mean=True),
+        "overhead_per_run_s": round(statistics.fmean(service) - statistics.fmean(direct), 3),
+        "overhead_p50_s": round(statistics.median(service) - statistics.median(direct), 3),
+        "direct_total_s": round(direct_total, 3),
+        "service_sequential_total_s": round(sum(service), 3),
+        "service_burst_total_s": round(burst_total, 3),
+        "service_burst_post_all_s": round(posted, 3),
+        "burst_speedup_vs_direct_sequential": round(direct_total / burst_total, 2),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.run_as_root("report_runs", run, parse_args(argv), [PROXY_PATH])
 
 
 if __name__ == "__main__":

@@ -21,61 +21,45 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
-import json
 import os
+import pwd
 import secrets
 import shutil
 import signal
-import socket
-import statistics
+import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.processes import (
+import httpx
+
+from benchmarks import cli
+from benchmarks.hubs import (
     POLL_S,
     PROFILE,
-    PROXY_CMD,
-    USERS,
-    VARIANTS,
-    Hub,
+    SPAWN_TIMEOUT_S,
+    VENV,
     cancel_jobs,
     ensure_unix_user,
     factoryhub_hub,
-    log,
-    measure_bare,
+    is_server_status,
+    measure_spawn,
     stock_hub,
-    versions,
-    wait_no_jobs,
+    stop_server,
 )
+from tests.support.hub import PROXY_PATH, RunningHub, port_free
+from tests.support.waiting import wait_no_jobs, wait_until
 
-# ------------------------------------------------------------------------ statistics
+VARIANTS = ("bare", "stock", "factoryhub")
+USERS = {"bare": "fhbench1", "stock": "fhbench2", "factoryhub": "fhbench3"}
+BARE_PORT = 28200
 
-
-def summarize(samples: Sequence[float]) -> dict[str, Any]:
-    """n, median (p50), p95 (inclusive quantiles, n=20), min, max and the samples, in s."""
-    if not samples:
-        raise ValueError("no samples")
-    data = [float(s) for s in samples]
-    if len(data) == 1:
-        p95 = data[0]
-    else:
-        p95 = statistics.quantiles(data, n=20, method="inclusive")[18]
-    return {
-        "n": len(data),
-        "p50_s": round(statistics.median(data), 3),
-        "p95_s": round(p95, 3),
-        "min_s": round(min(data), 3),
-        "max_s": round(max(data), 3),
-        "samples_s": [round(s, 3) for s in data],
-    }
+log = cli.logger("spawn_latency")
 
 
 def compare(results: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -97,39 +81,149 @@ def compare(results: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[st
     return ratios, targets
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+# ------------------------------------------------------------------------- bare
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+
+def kill_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM the process group of ``proc`` (a session leader), SIGKILL if it lingers."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    # Children that outlived the leader keep the group id: take them down too.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def bare_argv(user: str, token: str) -> tuple[list[str], dict[str, str], str]:
+    """``jupyter lab`` as ``user`` (argv, environment, home)."""
+    home = pwd.getpwnam(user).pw_dir
+    env = {
+        "PATH": f"{VENV / 'bin'}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        "HOME": home,
+        "USER": user,
+        "LOGNAME": user,
+        "SHELL": "/bin/bash",
+        "LANG": "C.UTF-8",
+    }
+    argv = [
+        shutil.which("runuser") or "/usr/sbin/runuser",
+        *("-u", user, "--", str(VENV / "bin" / "jupyter"), "lab", "--no-browser"),
+        "--ip=127.0.0.1",
+        f"--port={BARE_PORT}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={home}",
+    ]
+    return argv, env, home
+
+
+def measure_bare(user: str, token: str, log_path: Path, timeout: float = SPAWN_TIMEOUT_S) -> float:
+    """Start ``jupyter lab`` as ``user``; seconds until ``/api/status`` answers 200."""
+    if not port_free(BARE_PORT):
+        raise RuntimeError(f"port {BARE_PORT} is taken: is a jupyter lab of an earlier run left?")
+    argv, env, home = bare_argv(user, token)
+    url = f"http://127.0.0.1:{BARE_PORT}/api/status"
+    with (
+        log_path.open("ab") as out,
+        httpx.Client(headers={"Authorization": f"token {token}"}, timeout=5) as client,
+    ):
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, env=env, cwd=home, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+        def answered() -> float | None:
+            with contextlib.suppress(httpx.HTTPError):
+                if is_server_status(client.get(url)):
+                    return time.perf_counter() - start
+            if proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited with {proc.returncode}: see {log_path}")
+            return None
+
+        try:
+            return wait_until(
+                answered,
+                timeout,
+                lambda: f"jupyter lab did not answer in {timeout} s: see {log_path}",
+                first=POLL_S,
+                longest=POLL_S,
+            )
+        finally:
+            kill_group(proc)
+
+
+# ------------------------------------------------------------------------- driver
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = cli.parser(__doc__, keep_state=True)
     parser.add_argument("--runs", type=int, default=20, help="measured spawns per variant")
-    parser.add_argument("--json-out", type=Path, help="also write the JSON result here")
     parser.add_argument(
         "--variants",
         default=",".join(VARIANTS),
         help=f"comma-separated subset of {','.join(VARIANTS)}",
     )
-    parser.add_argument(
-        "--keep-state", action="store_true", help="keep the temp dir (hub logs, databases)"
-    )
     args = parser.parse_args(argv)
-    names = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = sorted(set(names) - set(VARIANTS))
-    if unknown or not names:
-        parser.error(f"--variants: unknown or empty: {unknown or names}")
-    args.variants = [v for v in VARIANTS if v in names]
+    args.variants = cli.subset(parser, "--variants", args.variants, VARIANTS)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     return args
+
+
+def start_hubs(variants: Sequence[str], state: Path) -> dict[str, RunningHub]:
+    """The hubs of the Slurm variants, started, each with its benchmark user."""
+    token = cli.new_token()
+    hubs: dict[str, RunningHub] = {}
+    if "stock" in variants:
+        (state / "stock").mkdir(mode=0o700)
+        hubs["stock"] = stock_hub(state / "stock", token)
+    if "factoryhub" in variants:
+        (state / "factoryhub").mkdir(mode=0o700)
+        hubs["factoryhub"] = factoryhub_hub(state / "factoryhub", token)
+    for hub in hubs.values():
+        hub.start()
+        log(f"{hub.name} hub up at {hub.url}")
+        hub.ensure_user(USERS[hub.name])
+    return hubs
+
+
+def measures(
+    variants: Sequence[str], hubs: dict[str, RunningHub], state: Path
+) -> dict[str, Callable[[], float]]:
+    """One spawn of each variant, measured, then stopped: seconds."""
+    bare_token = secrets.token_hex(16)
+    found: dict[str, Callable[[], float]] = {}
+    if "bare" in variants:
+        found["bare"] = lambda: measure_bare(
+            USERS["bare"], bare_token, state / "bare-jupyter-lab.log"
+        )
+    for name, hub in hubs.items():
+        opts = {"profile": PROFILE} if name == "factoryhub" else {}
+
+        def spawn_and_stop(hub: RunningHub = hub, opts: dict[str, Any] = opts) -> float:
+            elapsed = measure_spawn(hub, USERS[hub.name], opts)
+            stop_server(hub, USERS[hub.name])
+            return elapsed
+
+        found[name] = spawn_and_stop
+    return found
+
+
+def rounds(runs: int, measure: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """A warm-up round, then ``runs`` rounds, round-robin over the variants."""
+    samples: dict[str, list[float]] = {name: [] for name in measure}
+    for i in range(runs + 1):
+        for name, once in measure.items():
+            elapsed = once()
+            log(f"{name:<10} {'warm-up' if i == 0 else f'{i}/{runs}':>7}: {elapsed:.3f} s")
+            if i > 0:
+                samples[name].append(elapsed)
+    return samples
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,59 +232,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for user in users:
         ensure_unix_user(user)
         cancel_jobs(user)
-    for user in users:
-        wait_no_jobs(user)
-
-    state = Path(tempfile.mkdtemp(prefix="fhbench-"))
-    state.chmod(0o700)
+    wait_no_jobs(users)
+    state = cli.private_state("fhbench-")
     log(f"state and logs in {state}")
-    token = secrets.token_hex(32)
-    token_file = state / "admin-api-token"
-    token_file.write_text(token)
-    token_file.chmod(0o600)
-
-    hubs: dict[str, Hub] = {}
+    hubs: dict[str, RunningHub] = {}
     failed = True
     try:
-        if "stock" in variants:
-            (state / "stock").mkdir(mode=0o700)
-            hubs["stock"] = stock_hub(state / "stock", token_file, token)
-        if "factoryhub" in variants:
-            (state / "factoryhub").mkdir(mode=0o700)
-            hubs["factoryhub"] = factoryhub_hub(state / "factoryhub", token_file, token)
-        for hub in hubs.values():
-            hub.start()
-            hub.ensure_user(USERS[hub.name])
-
-        bare_token = secrets.token_hex(16)
-        measures: dict[str, Callable[[], float]] = {}
-        if "bare" in variants:
-            measures["bare"] = lambda: measure_bare(
-                USERS["bare"], bare_token, state / "bare-jupyter-lab.log"
-            )
-        for name, hub in hubs.items():
-            opts = {"profile": PROFILE} if name == "factoryhub" else {}
-            measures[name] = lambda hub=hub, opts=opts: hub.measure_spawn(USERS[hub.name], opts)
-
-        def stop(name: str) -> None:
-            if name in hubs:
-                hubs[name].stop_server(USERS[name])
-
-        samples: dict[str, list[float]] = {v: [] for v in variants}
-        for i in range(args.runs + 1):
-            for name in variants:
-                elapsed = measures[name]()
-                stop(name)
-                label = "warm-up" if i == 0 else f"{i}/{args.runs}"
-                log(f"{name:<10} {label:>7}: {elapsed:.3f} s")
-                if i > 0:
-                    samples[name].append(elapsed)
+        hubs = start_hubs(variants, state)
+        samples = rounds(args.runs, measures(variants, hubs, state))
         failed = False
     finally:
         for name, hub in hubs.items():
             if failed:
                 with contextlib.suppress(Exception):
-                    hub.stop_server(USERS[name], timeout=20)
+                    stop_server(hub, USERS[name], timeout=20)
             hub.stop()
         for user in users:
             cancel_jobs(user)
@@ -198,43 +253,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"kept {state}")
         else:
             shutil.rmtree(state, ignore_errors=True)
+    return report(args, samples)
 
-    results = {name: summarize(samples[name]) for name in variants}
+
+def report(args: argparse.Namespace, samples: dict[str, list[float]]) -> dict[str, Any]:
+    results = {name: cli.summarize(samples[name]) for name in args.variants}
     ratios, targets = compare(results)
     return {
         **results,
         "ratios": ratios,
         "targets": targets,
-        "metadata": {
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "host": socket.gethostname(),
-            "nproc": os.cpu_count(),
-            "runs": args.runs,
-            "warmup_runs": 1,
-            "order": "round-robin: " + ", ".join(variants),
-            "poll_interval_s": POLL_S,
-            "users": {v: USERS[v] for v in variants},
-            "factoryhub_profile": PROFILE,
-            "versions": versions(),
-        },
+        "metadata": cli.metadata(
+            runs=args.runs,
+            warmup_runs=1,
+            order="round-robin: " + ", ".join(args.variants),
+            poll_interval_s=POLL_S,
+            users={v: USERS[v] for v in args.variants},
+            factoryhub_profile=PROFILE,
+            versions=cli.versions(),
+        ),
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("spawn_latency: run as root (jobs start as benchmark users)", file=sys.stderr)
-        return 2
-    if not PROXY_CMD.exists() and any(v != "bare" for v in args.variants):
-        print(f"spawn_latency: {PROXY_CMD} is missing (npm ci)", file=sys.stderr)
-        return 2
-    with sigterm_as_interrupt():
-        result = run(args)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
-    return 0
+    needs = [PROXY_PATH] if any(v != "bare" for v in args.variants) else []
+    return cli.run_as_root("spawn_latency", run, args, needs)
 
 
 if __name__ == "__main__":

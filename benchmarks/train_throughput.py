@@ -21,11 +21,7 @@ per step.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import os
 import platform
-import socket
 import statistics
 import sys
 import time
@@ -34,6 +30,7 @@ from typing import Any
 
 import torch
 
+from benchmarks import cli
 from factoryhub.helpers import lm
 from factoryhub.helpers.lm.train import TrainConfig, make_optimizer, pick_device, train
 
@@ -109,7 +106,7 @@ def stats(samples: list[float]) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.train_throughput", description=__doc__)
+    p = cli.parser(__doc__, prog="python -m benchmarks.train_throughput")
     p.add_argument("--size", default="small", choices=sorted(lm.SIZES), help="model preset")
     p.add_argument("--context", type=int, help="override the preset's context")
     p.add_argument("--batch-size", type=int, default=16)
@@ -120,7 +117,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--device", default="auto", help="auto, cuda or cpu")
     p.add_argument("--data", default="", help="corpus (default: as the templates)")
-    p.add_argument("--json-out", help="also write the JSON here")
     args = p.parse_args(argv)
     if args.warmup < 1 or args.steps < 1 or args.repeats < 1:
         p.error("--warmup, --steps and --repeats must be >= 1")
@@ -169,20 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "template_over_plain_median": ratio,
         "template_overhead_pct": (1 - ratio) * 100,
         "seconds": time.perf_counter() - begun,
-        "metadata": {
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "host": socket.gethostname(),
-            "nproc": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        },
+        "metadata": cli.metadata(python=platform.python_version(), torch=torch.__version__),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            f.write(text + "\n")
-    return 0
+    return cli.finish(result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.hub import REPO
+
 IDP_PORT = 19000
 HUB_CALLBACK = "http://127.0.0.1:18000/hub/oauth_callback"
 TEST_CLIENT_ID = "factoryhub-test"

@@ -22,8 +22,9 @@ import yaml
 
 from factoryhub.local import slurm as local_slurm
 from factoryhub.spawners.slurm import accounts as slurm_accounts
+from tests.support.hub import RunningHub, site_for
 
-from .hub_fixtures import OIDC_HUB_PORTS, RunningHub, example_site
+from .hub_fixtures import OIDC_HUB_PORTS
 from .idp_fixtures import RunningIdp
 
 # The test users of idp_fixtures: fhtest-oidc is in project fhtest-lab; fhtest-oidc-two in
@@ -153,43 +154,22 @@ def cancel_jobs_of(usernames: list[str]) -> None:
         local_slurm.cancel_user_jobs(name)
 
 
-@pytest.fixture(scope="session")
-def oidc_hub(
-    slurm: Any, idp: RunningIdp, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningHub]:
-    state = tmp_path_factory.mktemp("oidc-hub-state")
-    state.chmod(0o700)
-    secret_file = state / "client-secret"
-    secret_file.write_text(idp.client_secret)
-    secret_file.chmod(0o600)
-    site = example_site()
-    public, api, proxy_api = OIDC_HUB_PORTS
-    site["hub"].update(
-        public_url=f"http://127.0.0.1:{public}",
-        api_url=f"http://127.0.0.1:{api}",
-        proxy_api_url=f"http://127.0.0.1:{proxy_api}",
-        state_dir=str(state),
-    )
-    site["auth"]["oidc"].update(
-        issuer=idp.issuer, client_id=idp.client_id, client_secret_file=str(secret_file)
-    )
-    site["projects"] = [TEST_PROJECT, *site["projects"]]
-    site["spawner"]["python_env"] = str(RunningHub.venv())
-    for project in site["projects"]:
-        slurm_accounts.ensure_account(project["account"], project["display_name"])
-    # The test report notebooks, where every test user can read them (pytest's own
-    # temporary folders are root's alone).
-    reports_dir = Path(tempfile.mkdtemp(prefix="factoryhub-test-reports-"))
-    reports_dir.chmod(0o755)
+def reports_folder() -> Path:
+    """The test report notebooks, where every test user can read them (pytest's own
+    temporary folders are root's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="factoryhub-test-reports-"))
+    folder.chmod(0o755)
     for notebook in REPORT_NOTEBOOKS.glob("*.ipynb"):
-        shutil.copy(notebook, reports_dir / notebook.name)
-        (reports_dir / notebook.name).chmod(0o644)
-    local_slurm.create_unix_user(REPORTS_USER)
-    slurm_accounts.ensure_user_in_account(REPORTS_USER, TEST_PROJECT["account"])
-    site["reports"] = {
+        shutil.copy(notebook, folder / notebook.name)
+        (folder / notebook.name).chmod(0o644)
+    return folder
+
+
+def reports_site(folder: Path) -> dict[str, Any]:
+    return {
         "enabled": True,
         "port": REPORTS_PORT,
-        "folders": [str(reports_dir)],
+        "folders": [str(folder)],
         "job": {"partition": "batch", "walltime": "00:10:00"},
         "min_interval_minutes": 1,
         "poll_interval": 1,
@@ -199,22 +179,60 @@ def oidc_hub(
         "limits": REPORTS_LIMITS,
         "site_reports": [SITE_REPORT],
     }
-    # The course's materials: a git repository, mirrored by the Courses service into a cache
-    # every participant can read.
-    course_repo = Path(tempfile.mkdtemp(prefix="factoryhub-test-course-repo-"))
-    git(course_repo, "init", "-q", "-b", "main")
-    commit_course_files(course_repo, COURSE_FILES, "first materials")
-    materials_cache = Path(tempfile.mkdtemp(prefix="factoryhub-test-course-cache-"))
-    materials_cache.chmod(0o755)
-    site["courses"] = course_site(course_repo, materials_cache)
+
+
+def course_materials() -> tuple[Path, Path]:
+    """The course's materials: a git repository, and the cache the Courses service mirrors
+    it into (every participant can read it)."""
+    repo = Path(tempfile.mkdtemp(prefix="factoryhub-test-course-repo-"))
+    git(repo, "init", "-q", "-b", "main")
+    commit_course_files(repo, COURSE_FILES, "first materials")
+    cache = Path(tempfile.mkdtemp(prefix="factoryhub-test-course-cache-"))
+    cache.chmod(0o755)
+    return repo, cache
+
+
+def oidc_site(state: Path, idp: RunningIdp, folders: dict[str, Path]) -> Path:
+    """The OIDC hub's site file: the test IdP, the test project (its Slurm account made
+    here) before the example's, the reports and the course; ``folders``: the reports'
+    folder and the course's repository and cache."""
+    secret_file = state / "client-secret"
+    secret_file.write_text(idp.client_secret)
+    secret_file.chmod(0o600)
+    site = site_for(state, OIDC_HUB_PORTS)
+    site["auth"]["oidc"].update(
+        issuer=idp.issuer, client_id=idp.client_id, client_secret_file=str(secret_file)
+    )
+    site["projects"] = [TEST_PROJECT, *site["projects"]]
+    for project in site["projects"]:
+        slurm_accounts.ensure_account(project["account"], project["display_name"])
+    local_slurm.create_unix_user(REPORTS_USER)
+    slurm_accounts.ensure_user_in_account(REPORTS_USER, TEST_PROJECT["account"])
+    site["reports"] = reports_site(folders["reports"])
+    site["courses"] = course_site(folders["course_repo"], folders["course_cache"])
     site_file = state / "factory.yaml"
     site_file.write_text(yaml.safe_dump(site))
+    return site_file
+
+
+@pytest.fixture(scope="session")
+def oidc_hub(
+    slurm: Any, idp: RunningIdp, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningHub]:
+    state = tmp_path_factory.mktemp("oidc-hub-state")
+    state.chmod(0o700)
+    course_repo, course_cache = course_materials()
+    folders = {
+        "reports": reports_folder(),
+        "course_repo": course_repo,
+        "course_cache": course_cache,
+    }
     hub = RunningHub(
         state_dir=state,
-        site_file=site_file,
+        site_file=oidc_site(state, idp, folders),
         token=secrets.token_hex(32),
         log_path=RunningHub.artifacts() / "oidc-hub.log",
-        url=f"http://127.0.0.1:{public}",
+        url=f"http://127.0.0.1:{OIDC_HUB_PORTS[0]}",
     )
     hub.start()
     try:
@@ -231,9 +249,8 @@ def oidc_hub(
                 *COURSE_PUPILS,
             ]
         )
-        shutil.rmtree(reports_dir, ignore_errors=True)
-        shutil.rmtree(course_repo, ignore_errors=True)
-        shutil.rmtree(materials_cache, ignore_errors=True)
+        for folder in folders.values():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def hub_sign_in(

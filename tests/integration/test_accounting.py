@@ -17,7 +17,7 @@ from factoryhub.local import accounting
 from factoryhub.local import slurm as local_slurm
 from factoryhub.spawners.slurm import accounts as slurm_accounts
 from tests.integration.slurm_fixtures import UnixUsers
-from tests.integration.waiting import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slurm
 

@@ -14,7 +14,9 @@ from playwright.sync_api import Browser, ElementHandle, Page, Response, sync_pla
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from .hub_fixtures import REPO, RunningHub
+from tests.support.hub import REPO, RunningHub
+from tests.support.waiting import SpawnWatch, squeue_jobs, wait_until
+
 from .idp_fixtures import TEST_PASSWORD
 from .oidc_fixtures import (
     COURSE,
@@ -24,7 +26,6 @@ from .oidc_fixtures import (
     hub_sign_in,
     reset_course_homes,
 )
-from .waiting import SpawnWatch, squeue_jobs, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slurm]
 

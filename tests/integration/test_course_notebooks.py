@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.kernel_client import Kernel
+from tests.support.kernel import Kernel
 
 from .test_dask import squeue_of
 from .test_templates import (

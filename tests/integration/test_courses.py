@@ -26,7 +26,8 @@ import httpx
 import pytest
 import yaml
 
-from .hub_fixtures import RunningHub
+from tests.support.hub import RunningHub
+
 from .idp_fixtures import TEST_PASSWORD
 from .oidc_fixtures import (
     COURSE,

@@ -14,11 +14,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from benchmarks.kernel_client import Kernel
+from tests.support.hub import RunningHub
+from tests.support.kernel import Kernel, kernel
 
-from .hub_fixtures import RunningHub
 from .idp_fixtures import TEST_PASSWORD
-from .kernel import kernel
 from .oidc_fixtures import TEST_PROJECT, cancel_jobs_of, hub_sign_in
 
 pytestmark = pytest.mark.slurm

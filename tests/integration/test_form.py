@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .hub_fixtures import RunningHub
+from tests.support.hub import RunningHub
 
 pytestmark = pytest.mark.slurm
 

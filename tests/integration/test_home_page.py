@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from .hub_fixtures import RunningHub
+from tests.support.hub import RunningHub
+from tests.support.waiting import wait_until
+
 from .test_form import signed_in
-from .waiting import wait_until
 
 pytestmark = pytest.mark.slurm
 

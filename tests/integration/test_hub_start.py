@@ -8,7 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from .hub_fixtures import VENV_BIN, hub_config_path, write_site
+from tests.support.hub import VENV_BIN, hub_config_path
+
+from .hub_fixtures import write_site
 
 
 def start_hub(site: Path, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -8,23 +8,23 @@ file allows (60 s), checked every 10 s; its servers then report activity every 1
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-import websocket
 
-from .hub_fixtures import REPO, RunningHub, write_site
+from tests.support.hub import REPO, RunningHub
+from tests.support.kernel import Kernel
+from tests.support.waiting import WaitTimeout, wait_until
+
+from .hub_fixtures import write_site
 from .test_spawn import jobs_of, wait_no_jobs
-from .waiting import WaitTimeout, wait_until
 
 pytestmark = pytest.mark.slurm
 
@@ -104,44 +104,9 @@ def start_cell(hub: RunningHub, user: str, code: str, timeout: float = 60) -> st
     with it (without waiting for it to finish) and close the websocket, as a browser tab
     closed while a cell runs. Returns the kernel id."""
     with hub.client() as c:
-        r = c.post(f"/user/{user}/api/kernels", json={"name": "python3"})
-        assert r.status_code == 201, r.text
-        kernel_id = r.json()["id"]
-    ws_url = hub.url.replace("http://", "ws://") + f"/user/{user}/api/kernels/{kernel_id}/channels"
-    ws = websocket.create_connection(
-        ws_url, header=[f"Authorization: token {hub.token}"], timeout=timeout
-    )
-    try:
-        msg_id = uuid.uuid4().hex
-        ws.send(
-            json.dumps(
-                {
-                    "header": {
-                        "msg_id": msg_id,
-                        "username": user,
-                        "session": uuid.uuid4().hex,
-                        "msg_type": "execute_request",
-                        "version": "5.3",
-                    },
-                    "parent_header": {},
-                    "metadata": {},
-                    "content": {"code": code, "silent": False},
-                    "channel": "shell",
-                }
-            )
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = json.loads(ws.recv())
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "error":
-                raise AssertionError("\n".join(msg["content"]["traceback"]))
-            if msg["msg_type"] == "stream":  # the cell runs
-                return kernel_id
-        raise AssertionError(f"the cell did not start within {timeout} s")
-    finally:
-        ws.close()
+        k = Kernel(hub.url, user, c, hub.token)
+        k.begin(code, timeout)
+        return k.kernel_id
 
 
 def server_of(hub: RunningHub, user: str) -> dict[str, Any] | None:

@@ -11,8 +11,8 @@ import pytest
 
 from factoryhub.hub.hub_config import hub_tag
 from factoryhub.hub.site.loader import load_site
+from tests.support.hub import RunningHub
 
-from .hub_fixtures import RunningHub
 from .test_spawn import jobs_of, wait_no_jobs
 
 pytestmark = pytest.mark.slurm

@@ -11,8 +11,8 @@ import pytest
 
 from factoryhub.hub.oidc import IdTokenError, verify_id_token
 from factoryhub.spawners.slurm import accounts as slurm_accounts
+from tests.support.hub import RunningHub
 
-from .hub_fixtures import RunningHub
 from .idp_fixtures import TEST_PASSWORD, RunningIdp, login_code_flow
 from .oidc_fixtures import hub_sign_in, signed_in
 

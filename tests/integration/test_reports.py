@@ -18,7 +18,8 @@ import httpx
 import psutil
 import pytest
 
-from .hub_fixtures import RunningHub
+from tests.support.hub import RunningHub
+
 from .idp_fixtures import TEST_PASSWORD
 from .oidc_fixtures import TEST_PROJECT, hub_sign_in
 

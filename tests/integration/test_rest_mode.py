@@ -26,8 +26,9 @@ import yaml
 
 from factoryhub.local import slurm as local_slurm
 from factoryhub.local import slurmrestd
+from tests.support.hub import REPO, VENV_BIN, RunningHub, proxy_command
 
-from .hub_fixtures import REPO, VENV_BIN, RunningHub, proxy_command, write_site
+from .hub_fixtures import write_site
 
 pytestmark = pytest.mark.slurm
 

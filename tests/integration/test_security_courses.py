@@ -17,7 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from .hub_fixtures import RunningHub
+from tests.support.hub import RunningHub
+
 from .idp_fixtures import DEMO_PASSWORD
 from .oidc_fixtures import COURSE, COURSE_TRAINER, cancel_jobs_of, hub_sign_in
 from .test_courses import API, Person, confirm_access

@@ -18,10 +18,9 @@ from typing import Any
 
 import pytest
 
-from benchmarks.kernel_client import Kernel
+from tests.support.hub import RunningHub
+from tests.support.kernel import Kernel, kernel
 
-from .hub_fixtures import RunningHub
-from .kernel import kernel
 from .oidc_fixtures import cancel_jobs_of
 from .test_dask import OTHER, USER, dask_jobs, start_server
 

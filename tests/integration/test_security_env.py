@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
-from .hub_fixtures import REPO, RunningHub, write_site
-from .kernel import run_in_kernel
+from tests.support.hub import REPO, RunningHub
+from tests.support.kernel import run_in_kernel
+
+from .hub_fixtures import write_site
 
 pytestmark = [pytest.mark.slurm, pytest.mark.security]
 

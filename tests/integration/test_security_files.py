@@ -31,9 +31,8 @@ import httpx
 import pytest
 
 from factoryhub.local import pids
-
-from .hub_fixtures import RunningHub
-from .waiting import squeue_jobs, sse_events, wait_until
+from tests.support.hub import RunningHub
+from tests.support.waiting import squeue_jobs, sse_events, wait_until
 
 pytestmark = [pytest.mark.security, pytest.mark.slurm]
 

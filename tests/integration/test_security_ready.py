@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from .hub_fixtures import RunningHub
-from .kernel import run_in_kernel
+from tests.support.hub import RunningHub
+from tests.support.kernel import run_in_kernel
 
 pytestmark = [pytest.mark.slurm, pytest.mark.security]
 

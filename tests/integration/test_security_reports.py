@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from .hub_fixtures import RunningHub
+from tests.support.hub import RunningHub
+
 from .oidc_fixtures import REPORTS_LIMITS, REPORTS_USER, SITE_REPORT
 from .test_reports import (
     API,

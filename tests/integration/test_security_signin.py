@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from factoryhub.spawners.slurm import accounts as slurm_accounts
+from tests.support.hub import RunningHub
 
-from .hub_fixtures import RunningHub
 from .idp_fixtures import TEST_PASSWORD
 from .oidc_fixtures import signed_in
 

@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 
 from factoryhub.helpers import usage
-
-from .hub_fixtures import RunningHub
+from tests.support.hub import RunningHub
 
 pytestmark = [pytest.mark.slurm, pytest.mark.security]
 

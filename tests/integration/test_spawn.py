@@ -14,9 +14,8 @@ import pytest
 
 from factoryhub.local import slurm as local_slurm
 from factoryhub.spawners.slurm import job_json as slurm_json
-
-from .hub_fixtures import RunningHub
-from .kernel import run_in_kernel
+from tests.support.hub import RunningHub
+from tests.support.kernel import run_in_kernel
 
 pytestmark = pytest.mark.slurm
 

@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 
-from benchmarks.kernel_client import Kernel
+from tests.support.hub import RunningHub
+from tests.support.kernel import Kernel, kernel
+from tests.support.waiting import wait_until
 
-from .hub_fixtures import RunningHub
-from .kernel import kernel
 from .oidc_fixtures import TEST_PROJECT, cancel_jobs_of
 from .test_dask import dask_jobs, squeue_of, start_server
-from .waiting import wait_until
 
 pytestmark = pytest.mark.slurm
 

@@ -1,4 +1,5 @@
-"""The spawn-latency benchmark's statistics (pure functions, no Slurm needed)."""
+"""The benchmarks' statistics (pure functions, no Slurm needed): the summary every benchmark
+reports, and spawn latency's comparison of the variants."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.spawn_latency import compare, summarize
+from benchmarks.cli import summarize
+from benchmarks.spawn_latency import compare
 
 
 def test_summarize_twenty_samples() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.tracking_stats import (
+from benchmarks.job_tracking.stats import (
     descendants,
     detection_targets,
     net_of,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.integration.waiting import QueuedJob, WaitTimeout, sse_events, wait_until
+from tests.support.waiting import QueuedJob, WaitTimeout, sse_events, wait_until
 
 
 def test_returns_the_first_true_value_at_once() -> None:

@@ -8,8 +8,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from benchmarks.processes import Hub
-from benchmarks.tracking_hub import (
+import httpx
+
+from benchmarks.job_tracking.hubs import (
     READY_TIMEOUT_S,
     jobs_of,
     log,
@@ -19,41 +20,57 @@ from benchmarks.tracking_hub import (
     stop_all,
     wait_states,
 )
-from benchmarks.tracking_stats import summarize
+from benchmarks.job_tracking.stats import summarize
+from tests.support.hub import RunningHub
+from tests.support.waiting import WaitTimeout, wait_until
 
 DETECTION_POLL_S = 0.05
 DETECTION_CAP_S = 60.0
 
 
-def detection_trial(hub: Hub, user: str, options: Mapping[str, Any]) -> tuple[float, str]:
+def routed(client: httpx.Client, route: str) -> bool:
+    return any(k.endswith(route) for k in client.get("/hub/api/proxy").json())
+
+
+def detection_trial(hub: RunningHub, user: str, options: Mapping[str, Any]) -> tuple[float, str]:
     """Spawn, wait ready (and routed), scancel the job as root: seconds until the hub has
     dropped both the server and its route (DETECTION_CAP_S if it has not by then)."""
     spawn(hub, user, options)
     wait_states(hub, [user], "ready", READY_TIMEOUT_S)
     route = f"/user/{user}/"
     with hub.client(timeout=10) as c:
-        deadline = time.monotonic() + 30
-        while not any(k.endswith(route) for k in c.get("/hub/api/proxy").json()):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{hub.name}: no route {route} for a ready server")
-            time.sleep(0.1)
-        jobs = [j for j, u in jobs_of([user]) if u == user]
+        wait_until(
+            lambda: routed(c, route),
+            30,
+            lambda: f"{hub.name}: no route {route} for a ready server",
+            first=0.1,
+            longest=0.1,
+        )
+        jobs = [str(j.job_id) for j in jobs_of([user])]
         if len(jobs) != 1:
             raise RuntimeError(f"{hub.name}: expected one job of {user}, found {jobs}")
         start = time.perf_counter()
         subprocess.run(["scancel", jobs[0]], check=True, timeout=30)
-        while True:
-            if server_state(c.get(f"/hub/api/users/{user}").json()) == "none":
-                routes = c.get("/hub/api/proxy").json()
-                if not any(k.endswith(route) for k in routes):
-                    return time.perf_counter() - start, jobs[0]
-            if time.perf_counter() - start >= DETECTION_CAP_S:
-                return DETECTION_CAP_S, jobs[0]
-            time.sleep(DETECTION_POLL_S)
+
+        def dropped() -> float | None:
+            if server_state(c.get(f"/hub/api/users/{user}").json()) != "none":
+                return None
+            return None if routed(c, route) else time.perf_counter() - start
+
+        try:
+            return wait_until(
+                dropped,
+                DETECTION_CAP_S,
+                lambda: "not dropped",
+                first=DETECTION_POLL_S,
+                longest=DETECTION_POLL_S,
+            ), jobs[0]
+        except WaitTimeout:
+            return DETECTION_CAP_S, jobs[0]
 
 
 def phase_detection(
-    hub: Hub, users: Sequence[str], options: Mapping[str, Any], trials: int
+    hub: RunningHub, users: Sequence[str], options: Mapping[str, Any], trials: int
 ) -> dict[str, Any]:
     samples: list[float] = []
     quiet: list[float] = []  # trials during which slurmctld was not restarted

@@ -1,15 +1,16 @@
 """The job-tracking benchmark's pure functions: statistics, sdiag parsing, rates.
 
-No I/O here: ``benchmarks/job_tracking.py`` and its ``tracking_*`` modules call these.
+No I/O here: the other modules of ``benchmarks.job_tracking`` call these.
 """
 
 from __future__ import annotations
 
 import re
-import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from benchmarks import cli
 
 # Queries of the job table (squeue): all jobs, one job by id, one user's jobs.
 JOB_INFO_TYPES = ("REQUEST_JOB_INFO", "REQUEST_JOB_INFO_SINGLE", "REQUEST_JOB_USER_INFO")
@@ -20,25 +21,8 @@ SDIAG_TYPE = "REQUEST_STATS_INFO"
 def summarize(
     samples: Sequence[float], *, digits: int = 3, keep_samples: bool = True
 ) -> dict[str, Any]:
-    """n, p50 (median), p95 (inclusive quantiles, n=20), min, max, mean (and the samples)."""
-    if not samples:
-        raise ValueError("no samples")
-    data = [float(s) for s in samples]
-    if len(data) == 1:
-        p95 = data[0]
-    else:
-        p95 = statistics.quantiles(data, n=20, method="inclusive")[18]
-    out: dict[str, Any] = {
-        "n": len(data),
-        "p50": round(statistics.median(data), digits),
-        "p95": round(p95, digits),
-        "min": round(min(data), digits),
-        "max": round(max(data), digits),
-        "mean": round(statistics.fmean(data), digits),
-    }
-    if keep_samples:
-        out["samples"] = [round(s, digits) for s in data]
-    return out
+    """The benchmarks' summary with this report's keys: no unit suffix, and the mean."""
+    return cli.summarize(samples, suffix="", digits=digits, keep_samples=keep_samples, mean=True)
 
 
 _RPC_LINE = re.compile(r"^\s*(\S+)\s*\(\s*(\d+)\)\s+count:(\d+)")

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.tracking_stats import descendants
+from benchmarks.job_tracking.stats import descendants
 
 SAMPLE_EVERY_S = 0.02
 

@@ -1,18 +1,21 @@
-"""The job-tracking benchmark's Slurm and hub helpers, shared by its sub-benchmarks."""
+"""The job-tracking benchmark's Slurm and hub helpers, shared by its phases."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.processes import STOCK_CONFIG, Hub, factoryhub_hub, stock_hub
-from benchmarks.tracking_procs import proc_table
-from benchmarks.tracking_stats import parse_sdiag
+from benchmarks import cli
+from benchmarks.hubs import STOCK_CONFIG, factoryhub_hub, stock_hub
+from benchmarks.job_tracking.procs import proc_table
+from benchmarks.job_tracking.stats import parse_sdiag
+from tests.support.hub import RunningHub, hub_config_path
+from tests.support.waiting import QueuedJob, SlurmSilent, squeue_jobs, wait_no_jobs, wait_until
 
 USER_PREFIX = "fhtrack"
 # factoryhub's jobs get their own name prefix here, so that the hubs of integration
@@ -26,29 +29,30 @@ STOCK_REQ_OPTIONS = "--oversubscribe"
 
 READY_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 180.0
+SLURM_PATIENCE_S = 90.0  # how long a slurmctld that does not answer (restarts) is waited for
 
-
-def log(message: str) -> None:
-    print(f"[job_tracking {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+log = cli.logger("job_tracking")
 
 
 # ------------------------------------------------------------------------ Slurm
 
 
-def slurm_output(argv: Sequence[str], patience: float = 90.0) -> str:
-    """stdout of a Slurm command; retried while slurmctld does not answer (restarts)."""
-    deadline = time.monotonic() + patience
-    while True:
-        result = subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
-        if result.returncode == 0:
-            return result.stdout
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{' '.join(argv)}: {result.stderr.strip()}")
-        time.sleep(1.0)
-
-
 def sdiag() -> dict[str, Any]:
-    return parse_sdiag(slurm_output(["sdiag"]))
+    """slurmctld's RPC counts (``sdiag``: Slurm 22.05 has no JSON form of it); retried
+    while slurmctld does not answer."""
+    result: list[subprocess.CompletedProcess[str]] = []
+
+    def answered() -> bool:
+        result[:] = [subprocess.run(["sdiag"], capture_output=True, text=True, timeout=30)]
+        return result[0].returncode == 0
+
+    wait_until(
+        answered,
+        SLURM_PATIENCE_S,
+        lambda: f"sdiag: {result[0].stderr.strip() if result else 'not run'}",
+        first=1.0,
+    )
+    return parse_sdiag(result[0].stdout)
 
 
 def slurmctld_instances() -> frozenset[tuple[int, int]]:
@@ -56,32 +60,28 @@ def slurmctld_instances() -> frozenset[tuple[int, int]]:
     return frozenset((pid, e[2]) for pid, e in proc_table().items() if e[1] == "slurmctld")
 
 
-def jobs_of(users: Sequence[str]) -> list[tuple[str, str]]:
-    """(job id, user) of the users' active jobs."""
-    out = slurm_output(["squeue", "--noheader", f"--user={','.join(users)}", "--format=%i %u"])
-    pairs = [line.split() for line in out.splitlines() if line.strip()]
-    return [(p[0], p[1]) for p in pairs if len(p) == 2]
+def jobs_of(users: Sequence[str]) -> list[QueuedJob]:
+    """The users' live jobs (``squeue --json``); retried while slurmctld does not answer."""
 
+    def answered() -> tuple[list[QueuedJob]] | None:
+        with contextlib.suppress(SlurmSilent):
+            return (squeue_jobs(users),)
+        return None
 
-def wait_no_jobs(users: Sequence[str], timeout: float = STOP_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while jobs := jobs_of(users):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"jobs still there after {timeout} s: {jobs}")
-        time.sleep(0.3)
+    return wait_until(answered, SLURM_PATIENCE_S, lambda: "squeue did not answer", first=1.0)[0]
 
 
 # ------------------------------------------------------------------------ hubs
 
 
-def make_hub(variant: str, state: Path, token_file: Path, token: str) -> tuple[Hub, float]:
+def make_hub(variant: str, state: Path, token: str) -> tuple[RunningHub, float]:
     """The variant's hub, with a wrapper config (see module constants); its poll interval."""
     state.mkdir(mode=0o700)
+    wrapper = state / "job_tracking_config.py"
     if variant == "stock":
         from jupyterhub.spawner import Spawner
 
-        hub = stock_hub(state, token_file, token)
-        wrapper = state / "job_tracking_config.py"
+        hub = stock_hub(state, token)
         wrapper.write_text(
             "c = get_config()  # noqa: F821\n"
             f"load_subconfig({str(STOCK_CONFIG)!r})  # noqa: F821\n"
@@ -94,21 +94,16 @@ def make_hub(variant: str, state: Path, token_file: Path, token: str) -> tuple[H
         hub.config_file = wrapper
         return hub, float(Spawner.poll_interval.default_value)
 
-    import yaml
+    site: dict[str, Any] = {}
 
-    hub = factoryhub_hub(state, token_file, token)
-    site_file = Path(hub.env["FACTORYHUB_SITE_FILE"])
-    site = yaml.safe_load(site_file.read_text())
-    site["slurm"]["job_name_prefix"] = JOB_NAME_PREFIX
-    # No projects: every user may use every profile, under their default Slurm account
-    # (the benchmark users are in no project's group).
-    site["projects"] = []
-    site["courses"] = {"enabled": False, "list": []}  # courses name projects
-    site_file.write_text(yaml.safe_dump(site))
-    wrapper = state / "job_tracking_config.py"
+    def change_site(data: dict[str, Any]) -> None:
+        data["slurm"]["job_name_prefix"] = JOB_NAME_PREFIX
+        site.update(data)
+
+    hub = factoryhub_hub(state, token, change_site)
     wrapper.write_text(
         "c = get_config()  # noqa: F821\n"
-        f"load_subconfig({str(hub.config_file)!r})  # noqa: F821\n"
+        f"load_subconfig({hub_config_path()!r})  # noqa: F821\n"
         f"c.FactorySlurmSpawner.extra_sbatch_options = {list(FACTORYHUB_EXTRA_SBATCH)!r}\n"
     )
     hub.config_file = wrapper
@@ -129,14 +124,16 @@ def user_models(client: Any) -> dict[str, dict[str, Any]]:
     return {m["name"]: m for m in r.json()}
 
 
-def spawn(hub: Hub, user: str, options: Mapping[str, Any]) -> None:
+def spawn(hub: RunningHub, user: str, options: Mapping[str, Any]) -> None:
     with hub.client(timeout=60) as c:
         r = c.post(f"/hub/api/users/{user}/server", json=dict(options))
     if r.status_code not in (201, 202):
         raise RuntimeError(f"{hub.name}: spawn of {user}: {r.status_code} {r.text[:300]}")
 
 
-def spawn_all(hub: Hub, users: Sequence[str], options: Mapping[str, Any]) -> tuple[float, int]:
+def spawn_all(
+    hub: RunningHub, users: Sequence[str], options: Mapping[str, Any]
+) -> tuple[float, int]:
     """Spawn every user's server at once; seconds until all are ready, and how many spawns
     failed and were tried once more (a slurmctld restart by someone else, say)."""
     start = time.perf_counter()
@@ -163,24 +160,30 @@ class SpawnFailed(RuntimeError):
         self.users = users
 
 
-def wait_states(hub: Hub, users: Sequence[str], want: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+def wait_states(hub: RunningHub, users: Sequence[str], want: str, timeout: float) -> None:
+    """Wait until every user's default server is in state ``want``; while waiting for
+    'ready', a server that is gone raises ``SpawnFailed`` naming its users."""
+    states: dict[str, str] = {}
     with hub.client() as c:
-        while True:
+
+        def reached() -> bool:
             models = user_models(c)
-            states = {u: server_state(models.get(u, {})) for u in users}
-            if want == "ready" and any(s == "none" for s in states.values()):
-                gone = [u for u, s in states.items() if s == "none"]
+            states.update({u: server_state(models.get(u, {})) for u in users})
+            gone = [u for u, s in states.items() if s == "none"]
+            if want == "ready" and gone:
                 raise SpawnFailed(f"{hub.name}: spawn failed for {gone}:\n{hub.log_tail()}", gone)
-            if all(s == want for s in states.values()):
-                return
-            if time.monotonic() > deadline:
-                late = {u: s for u, s in states.items() if s != want}
-                raise RuntimeError(f"{hub.name}: not {want} in {timeout} s: {late}")
-            time.sleep(0.5)
+            return all(s == want for s in states.values())
+
+        wait_until(
+            reached,
+            timeout,
+            lambda: f"{hub.name}: not {want}: { {u: s for u, s in states.items() if s != want} }",
+            first=0.5,
+            longest=0.5,
+        )
 
 
-def stop_all(hub: Hub, users: Sequence[str], timeout: float = STOP_TIMEOUT_S) -> None:
+def stop_all(hub: RunningHub, users: Sequence[str], timeout: float = STOP_TIMEOUT_S) -> None:
     """Stop every server of ``users``; wait until the hub shows none and Slurm has no job."""
     with hub.client(timeout=60) as c:
         models = user_models(c)
