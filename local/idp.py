@@ -163,28 +163,18 @@ def _discovery(port: int, timeout: float = 2.0) -> dict[str, Any] | None:
         return None
 
 
-def up(
-    port: int = DEFAULT_PORT,
-    state_dir: Path = DEFAULT_STATE_DIR,
-    users_file: Path | None = None,
-    clients: list[dict[str, Any]] | None = None,
-    issuer: str | None = None,
-    repo: Path | None = None,
-    timeout: float = START_TIMEOUT,
-) -> int:
-    """Start the provider unless it already runs with these settings; its pid.
-
-    ``clients`` is written to ``state_dir/clients.json``; None keeps the file there.
-    A provider running with other settings is restarted.
-    """
-    state_dir = _state(state_dir)
-    repo = Path(repo).resolve() if repo else find_repo()
+def _server(repo: Path) -> Path:
+    """The provider's program in ``repo``, checked to be there with its node modules."""
     server = repo / SERVER_REL
     if not server.is_file():
         raise IdpError(f"{server} does not exist")
     if not (repo / "node_modules" / "oidc-provider").is_dir():
         raise IdpError(f"{repo}/node_modules/oidc-provider is missing: run `npm ci` in {repo}")
-    node = shutil.which("node") or "/usr/bin/node"
+    return server
+
+
+def _clients_file(state_dir: Path, clients: list[dict[str, Any]] | None) -> Path:
+    """``state_dir/clients.json``, rewritten when ``clients`` are given and differ."""
     clients_file = state_dir / "clients.json"
     if clients is not None:
         text = json.dumps(clients, indent=2) + "\n"
@@ -192,39 +182,42 @@ def up(
             _write_private(clients_file, text)
     elif not clients_file.is_file():
         raise IdpError(f"no clients given and {clients_file} does not exist")
-    users = Path(users_file).resolve() if users_file else repo / "local/idp/demo-users.json"
-    issuer = (issuer or f"http://127.0.0.1:{port}").rstrip("/")
-    env = {
-        "IDP_PORT": str(port),
-        "IDP_ISSUER": issuer,
-        "IDP_USERS_FILE": str(users),
-        "IDP_CLIENTS_FILE": str(clients_file),
-        "IDP_KEYS_FILE": str(state_dir / "jwks.json"),
-        "IDP_COOKIE_SECRET_FILE": str(state_dir / "cookie-secret"),
-    }
-    settings = {**env, "server": str(server), "clients": clients_file.read_text()}
-    settings_file = state_dir / "idp.json"
-    pid = status(state_dir)
-    if pid is not None:
-        try:
-            same = json.loads(settings_file.read_text()) == settings
-        except (OSError, ValueError):
-            same = False
-        if same and (_discovery(port) or {}).get("issuer") == issuer:
-            return pid
-        down(state_dir)
+    return clients_file
 
+
+def _already_up(state_dir: Path, settings: dict[str, str], port: int, issuer: str) -> int | None:
+    """The pid of a provider already running with ``settings``; one running with other
+    settings is stopped (None)."""
+    pid = status(state_dir)
+    if pid is None:
+        return None
+    try:
+        same = json.loads((state_dir / "idp.json").read_text()) == settings
+    except (OSError, ValueError):
+        same = False
+    if same and (_discovery(port) or {}).get("issuer") == issuer:
+        return pid
+    down(state_dir)
+    return None
+
+
+def _check_port_free(port: int) -> None:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as node does
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as exc:
             raise IdpError(f"127.0.0.1:{port} is in use by another program: {exc}") from None
-    log = state_dir / "idp.log"
+
+
+def _launch(server: Path, repo: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    node = shutil.which("node") or "/usr/bin/node"
     with log.open("ab") as out:
-        out.write(f"\n=== factoryhub idp: starting {node} {server} ({issuer})\n".encode())
+        out.write(
+            f"\n=== factoryhub idp: starting {node} {server} ({env['IDP_ISSUER']})\n".encode()
+        )
         out.flush()
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [node, str(server)],
             cwd=repo,
             env={**os.environ, **env},
@@ -233,8 +226,13 @@ def up(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    (state_dir / "idp.pid").write_text(f"{proc.pid}\n")
-    _write_private(settings_file, json.dumps(settings, indent=2) + "\n")
+
+
+def _wait_started(
+    proc: subprocess.Popen, state_dir: Path, port: int, issuer: str, timeout: float
+) -> int:
+    """Wait until the provider answers discovery for ``issuer``; its pid."""
+    log = state_dir / "idp.log"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -251,3 +249,42 @@ def up(
         time.sleep(0.1)
     down(state_dir)
     raise IdpError(f"the provider did not answer within {timeout:.0f} s; {log}:\n{_log_tail(log)}")
+
+
+def up(
+    port: int = DEFAULT_PORT,
+    state_dir: Path = DEFAULT_STATE_DIR,
+    users_file: Path | None = None,
+    clients: list[dict[str, Any]] | None = None,
+    issuer: str | None = None,
+    repo: Path | None = None,
+    timeout: float = START_TIMEOUT,
+) -> int:
+    """Start the provider unless it already runs with these settings; its pid.
+
+    ``clients`` is written to ``state_dir/clients.json``; None keeps the file there.
+    A provider running with other settings is restarted.
+    """
+    state_dir = _state(state_dir)
+    repo = Path(repo).resolve() if repo else find_repo()
+    server = _server(repo)
+    clients_file = _clients_file(state_dir, clients)
+    users = Path(users_file).resolve() if users_file else repo / "local/idp/demo-users.json"
+    issuer = (issuer or f"http://127.0.0.1:{port}").rstrip("/")
+    env = {
+        "IDP_PORT": str(port),
+        "IDP_ISSUER": issuer,
+        "IDP_USERS_FILE": str(users),
+        "IDP_CLIENTS_FILE": str(clients_file),
+        "IDP_KEYS_FILE": str(state_dir / "jwks.json"),
+        "IDP_COOKIE_SECRET_FILE": str(state_dir / "cookie-secret"),
+    }
+    settings = {**env, "server": str(server), "clients": clients_file.read_text()}
+    running = _already_up(state_dir, settings, port, issuer)
+    if running is not None:
+        return running
+    _check_port_free(port)
+    proc = _launch(server, repo, env, state_dir / "idp.log")
+    (state_dir / "idp.pid").write_text(f"{proc.pid}\n")
+    _write_private(state_dir / "idp.json", json.dumps(settings, indent=2) + "\n")
+    return _wait_started(proc, state_dir, port, issuer, timeout)

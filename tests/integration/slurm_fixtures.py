@@ -6,14 +6,17 @@ Import them from a conftest: ``from tests.integration.slurm_fixtures import *``.
 from __future__ import annotations
 
 import itertools
-import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
 from factoryhub.local import accounting
 from factoryhub.local import slurm as local_slurm
+from factoryhub.spawners.slurm import blocking, commands
+from factoryhub.spawners.slurm.job_json import AccountedJob, job_info, listed
 
 __all__ = ["SlurmOutage", "UnixUsers", "slurm", "slurm_outage", "unix_users"]
 
@@ -35,24 +38,44 @@ def slurm() -> Iterator[dict[str, int | None]]:
     yield local_slurm.status()
 
 
+def queue_jobs(user: str | None = None, *, ended: bool = False) -> list[Mapping[str, Any]]:
+    """The jobs ``squeue --json`` lists, as Slurm's own v0.0.38 objects (``job_id``,
+    ``job_state``, ``name``, ``account``, ``comment``, ``resv_name``, ``cpus``...): only
+    ``user``'s when given; only active ones, as plain ``squeue`` shows, unless ``ended``."""
+    data = blocking.run(commands.queue())
+    return [
+        j
+        for j in listed(data, "jobs", "the queue query")
+        if (user is None or j.get("user_name") == user) and (ended or job_info(j).active)
+    ]
+
+
+def accounted(job_id: str) -> AccountedJob | None:
+    """The newest accounting record of ``job_id`` (``sacct --json``; a restarted test Slurm
+    numbers jobs from the start again, and accounting keeps the old ones); None: none yet."""
+    records = blocking.run(commands.accounted(job_id))
+    return records[-1] if records else None
+
+
+def accounted_since(user: str, since: str, name: str) -> list[AccountedJob]:
+    """The accounting records of ``user``'s jobs named ``name`` that ran since ``since``
+    (ISO local time), from ``sacct --json``."""
+    until = datetime.now() + timedelta(days=1)
+    records = blocking.run(commands.usage(datetime.fromisoformat(since), until))
+    return [j for j in records if j.user == user and j.name == name]
+
+
 def cancel_leftover_test_jobs() -> None:
     """Cancel the jobs of every test user (``fhtest*``) and wait until they have left the
     queue's running states."""
-    out = subprocess.run(
-        ["squeue", "--noheader", "--format=%u"], capture_output=True, text=True, check=True
-    ).stdout
-    users = sorted({u.strip() for u in out.split() if u.strip().startswith("fhtest")})
+    users = sorted({str(j.get("user_name", "")) for j in queue_jobs()})
+    users = [u for u in users if u.startswith("fhtest")]
     for user in users:
         local_slurm.cancel_user_jobs(user)
     deadline = time.monotonic() + 30
     while users and time.monotonic() < deadline:
-        left = subprocess.run(
-            ["squeue", "--noheader", "--states=PENDING,RUNNING", "--format=%u"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        if not any(u.startswith("fhtest") for u in left):
+        left = [j for j in queue_jobs() if j.get("job_state") in ("PENDING", "RUNNING")]
+        if not any(str(j.get("user_name", "")).startswith("fhtest") for j in left):
             return
         time.sleep(0.5)
 

@@ -16,7 +16,7 @@ import pytest
 from factoryhub.local import accounting
 from factoryhub.local import slurm as local_slurm
 from factoryhub.spawners.slurm import accounts as slurm_accounts
-from tests.integration.slurm_fixtures import UnixUsers
+from tests.integration.slurm_fixtures import UnixUsers, accounted, queue_jobs
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slurm
@@ -24,6 +24,11 @@ pytestmark = pytest.mark.slurm
 PROJECT_A = "fhproj-a"
 PROJECT_B = "fhproj-b"
 NO_ASSOC_USER = "fhnoassoc"  # a Unix user Slurm accounting never heard of
+
+
+def queue_account(job_id: str) -> str:
+    """The account of a job while ``squeue --json`` lists it ("": it no longer does)."""
+    return next((j["account"] for j in queue_jobs(ended=True) if str(j["job_id"]) == job_id), "")
 
 
 def sbatch_as(user: str, *args: str) -> subprocess.CompletedProcess:
@@ -95,19 +100,11 @@ def test_association_lets_the_user_charge_that_account_and_no_other(project_user
     out = sbatch_as(user, f"--account={PROJECT_A}", "--wrap", "sleep 30")
     assert out.returncode == 0, out.stderr
     job_id = out.stdout.strip().split(";")[0]
-    squeue = subprocess.run(
-        ["squeue", "-h", "-j", job_id, "-o", "%a"], capture_output=True, text=True, timeout=30
-    )
-    assert squeue.stdout.strip() == PROJECT_A, squeue
+    assert queue_account(job_id) == PROJECT_A
 
     def sacct_account() -> str:
-        res = subprocess.run(
-            ["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "Account"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        return res.stdout.strip()
+        job = accounted(job_id)
+        return job.account if job else ""
 
     shown = wait_until(sacct_account, 30, lambda: f"sacct lists no account for job {job_id}")
     assert shown == PROJECT_A
@@ -118,9 +115,7 @@ def test_association_lets_the_user_charge_that_account_and_no_other(project_user
     plain = sbatch_as(user, "--wrap", "true")  # no --account: the default account
     assert plain.returncode == 0, plain.stderr
     plain_id = plain.stdout.strip().split(";")[0]
-    shown = subprocess.run(
-        ["squeue", "-h", "-j", plain_id, "-o", "%a"], capture_output=True, text=True, timeout=30
-    ).stdout.strip()
+    shown = queue_account(plain_id)
     assert shown in ("", UnixUsers.account)  # "" when the job already left squeue
     local_slurm.cancel_user_jobs(user)
 

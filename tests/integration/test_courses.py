@@ -60,14 +60,15 @@ def course_folder(user: str) -> Path:
 
 
 def squeue(user: str) -> list[dict[str, str]]:
-    out = subprocess.run(
-        ["squeue", "--noheader", f"--user={user}", "--format=%i|%T|%j|%a|%v|%P|%C"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    keys = ("id", "state", "name", "account", "reservation", "partition", "cpus")
-    return [dict(zip(keys, line.split("|"), strict=True)) for line in out.splitlines() if line]
+    """The user's active jobs, read from ``squeue --json``."""
+    from .slurm_fixtures import queue_jobs
+
+    return [
+        {"id": str(j["job_id"]), "state": j["job_state"], "name": j["name"],
+         "account": j["account"], "reservation": j["resv_name"],
+         "partition": j["partition"], "cpus": str(j["cpus"])}
+        for j in queue_jobs(user)
+    ]  # fmt: skip
 
 
 def course_jobs(user: str) -> list[dict[str, str]]:

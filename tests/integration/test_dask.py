@@ -50,14 +50,14 @@ print(json.dumps({
 
 
 def squeue_of(user: str) -> list[dict[str, str]]:
-    out = subprocess.run(
-        ["squeue", "--noheader", f"--user={user}", "--format=%i|%T|%j|%a|%k"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    keys = ("id", "state", "name", "account", "comment")
-    return [dict(zip(keys, line.split("|"), strict=True)) for line in out.splitlines() if line]
+    """The user's active jobs, read from ``squeue --json``."""
+    from .slurm_fixtures import queue_jobs
+
+    return [
+        {"id": str(j["job_id"]), "state": j["job_state"], "name": j["name"],
+         "account": j["account"], "comment": j["comment"]}
+        for j in queue_jobs(user)
+    ]  # fmt: skip
 
 
 def dask_jobs(user: str, of: str | None = None) -> list[dict[str, str]]:

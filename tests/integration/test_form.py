@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from typing import Any
 
 import httpx
@@ -34,9 +33,10 @@ def xsrf_of(page: str) -> str:
 
 
 def squeue_user(user: str) -> str:
-    return subprocess.run(
-        ["squeue", "--noheader", f"--user={user}"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    """The user's active jobs, one line each ("": none), from ``squeue --json``."""
+    from .slurm_fixtures import queue_jobs
+
+    return "\n".join(f"{j['job_id']} {j['job_state']} {j['name']}" for j in queue_jobs(user))
 
 
 def test_wrong_password_is_refused(hub: RunningHub, unix_users: Any) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import re
-import subprocess
 from typing import Any
 
 import pytest
@@ -18,12 +17,12 @@ pytestmark = pytest.mark.slurm
 
 
 def squeue_field(user: str, field: str) -> str:
-    return subprocess.run(
-        ["squeue", "--noheader", f"--user={user}", f"--format={field}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    """Fields of the user's active jobs, named by squeue's letters (%i id, %N nodes, %T
+    state), one line per job, read from ``squeue --json``."""
+    from .slurm_fixtures import queue_jobs
+
+    keys = {"%i": "job_id", "%N": "nodes", "%T": "job_state"}
+    return "\n".join(" ".join(str(j[keys[f]]) for f in field.split()) for j in queue_jobs(user))
 
 
 def job_card(page: str) -> str:

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from factoryhub.local import slurm as local_slurm
+from factoryhub.local import slurm_checks
+from factoryhub.spawners.slurm import blocking, commands
+from factoryhub.spawners.slurm.client import SlurmUnavailable
 from tests.integration.slurm_fixtures import SlurmOutage, UnixUsers
 
 # The fixtures slurm, slurm_outage and unix_users come from tests/integration/slurm_fixtures.py,
@@ -36,7 +39,7 @@ def wait_state(job_id: str, wanted: set[str], timeout: float = 60) -> str:
     deadline = time.monotonic() + timeout
     state = ""
     while time.monotonic() < deadline:
-        state = local_slurm.job_state(job_id)
+        state = slurm_checks.job_state(job_id)
         if state in wanted:
             return state
         time.sleep(0.2)
@@ -81,17 +84,15 @@ def test_controller_outage_and_recovery(
         wait_state(job_id, {"RUNNING"})
         slurm_outage.stop()
         assert local_slurm.status()["slurmctld"] is None
-        down = subprocess.run(["squeue"], capture_output=True, text=True, timeout=60)
-        assert down.returncode != 0
-        assert "Unable to contact slurm controller" in down.stderr
+        with pytest.raises(SlurmUnavailable, match="Unable to contact slurm controller"):
+            blocking.run(commands.jobs(), timeout=60)
 
         slurm_outage.start()
-        assert local_slurm.controller_up()
-        up = subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True, text=True)
-        assert up.returncode == 0, up.stderr
+        assert slurm_checks.controller_up()
+        blocking.run(commands.jobs())  # answers again
         # the running job survived the outage, and new jobs run again
-        assert local_slurm.job_state(job_id) == "RUNNING"
-        assert local_slurm.verify_job() < 60
+        assert slurm_checks.job_state(job_id) == "RUNNING"
+        assert slurm_checks.verify_job() < 60
     finally:
         local_slurm.cancel_user_jobs(user)
     wait_state(job_id, {"CANCELLED"})

@@ -19,14 +19,11 @@ from .oidc_fixtures import hub_sign_in, signed_in
 pytestmark = pytest.mark.slurm
 
 
-def squeue(user: str, fmt: str = "%i %T %a") -> list[str]:
-    out = subprocess.run(
-        ["squeue", "--noheader", f"--user={user}", f"--format={fmt}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [line.split() for line in out.splitlines() if line.strip()]
+def squeue(user: str) -> list[list[str]]:
+    """(id, state, account) of the user's active jobs (``squeue --json``)."""
+    from .slurm_fixtures import queue_jobs
+
+    return [[str(j["job_id"]), j["job_state"], j["account"]] for j in queue_jobs(user)]
 
 
 def user_token(hub: RunningHub, user: str) -> str:
@@ -68,17 +65,12 @@ def test_the_job_carries_the_chosen_projects_account(oidc_hub: RunningHub) -> No
     job_id = jobs[0][0]
     oidc_hub.stop_server("fhtest-oidc-two")
     # Slurm's accounting has the job under the project's account
+    from .slurm_fixtures import accounted
+
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        out = subprocess.run(
-            ["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "Account,User"],
-            capture_output=True,
-            text=True,
-        ).stdout.split()
-        if out:
-            break
+    while (job := accounted(job_id)) is None and time.monotonic() < deadline:
         time.sleep(1)
-    assert out == ["fhtest-lab|fhtest-oidc-two"]
+    assert job is not None and (job.account, job.user) == ("fhtest-lab", "fhtest-oidc-two")
 
 
 @pytest.mark.parametrize(

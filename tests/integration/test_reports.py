@@ -87,23 +87,18 @@ def start(c: httpx.Client, report: str, **parameters: Any) -> dict[str, Any]:
 def sacct(job_id: str) -> list[str]:
     """User, account, state and name of the job: the newest of that id (a restarted test
     Slurm numbers jobs from the start again, and accounting keeps the old ones)."""
-    out = subprocess.run(
-        ["sacct", "-n", "-P", "-X", "-j", job_id, "--format=User,Account,State,JobName"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.strip().splitlines()[-1].split("|")
+    from .slurm_fixtures import accounted
+
+    job = accounted(job_id)
+    assert job is not None, f"accounting has no job {job_id}"
+    return [job.user, job.account, job.state, job.name]
 
 
 def report_jobs(user: str) -> list[str]:
-    out = subprocess.run(
-        ["squeue", "-h", f"--user={user}", "--format=%i|%j"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [ln.split("|")[0] for ln in out.splitlines() if "-report-" in ln]
+    """The ids of the user's active report jobs (``squeue --json``)."""
+    from .slurm_fixtures import queue_jobs
+
+    return [str(j["job_id"]) for j in queue_jobs(user) if "-report-" in j["name"]]
 
 
 def test_each_user_sees_the_reports_the_site_file_gives_them(

@@ -50,16 +50,14 @@ def _ensure_system_user(name: str) -> pwd.struct_passwd:
 
 
 def _squeue(job_id: str) -> dict[str, str]:
-    out = subprocess.run(
-        ["squeue", "--noheader", "--states=all", f"--jobs={job_id}", "--format=%T|%u|%j|%a"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    if not out:
-        return {}
-    state, user, name, account = out.splitlines()[0].split("|")
-    return {"state": state, "user": user, "name": name, "account": account}
+    """The job as ``squeue --json`` lists it, ended too ({}: no longer listed)."""
+    from .slurm_fixtures import queue_jobs
+
+    for j in queue_jobs(ended=True):
+        if str(j["job_id"]) == job_id:
+            return {"state": j["job_state"], "user": j["user_name"], "name": j["name"],
+                    "account": j["account"]}  # fmt: skip
+    return {}
 
 
 def _job_of(hub: RunningHub, name: str) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -71,26 +70,11 @@ def run_template(k: Kernel, path: str, params: dict[str, Any], timeout: int = 60
 
 
 def sacct_jobs(user: str, since: str, name: str) -> list[list[str]]:
-    out = subprocess.run(
-        [
-            "sacct",
-            "-n",
-            "-P",
-            "-X",
-            "-u",
-            user,
-            "-S",
-            since,
-            "--name",
-            name,
-            "-o",
-            "JobID,State,Account,User",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [line.split("|") for line in out.splitlines() if line.strip()]
+    """[id, state, account, user] of the user's jobs named ``name`` since ``since``, from
+    ``sacct --json``."""
+    from .slurm_fixtures import accounted_since
+
+    return [[j.job_id, j.state, j.account, j.user] for j in accounted_since(user, since, name)]
 
 
 def now_for_sacct() -> str:
