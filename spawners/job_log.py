@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from factoryhub.spawners.slurm.local import SlurmError
+from factoryhub.spawners.slurm.client import SlurmError
 from factoryhub.spawners.user_files import last_lines, read_tail_as_user
 
 

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from factoryhub.spawners.slurm.local import JobInfo
+from factoryhub.spawners.slurm.client import JobInfo
 
 # Slurm's pending reasons, in the words of someone waiting for a notebook.
 REASONS = {

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from factoryhub.spawners.slurm.local import JobInfo
+from factoryhub.spawners.slurm.client import JobInfo
 
 
 class NodeSource(Protocol):

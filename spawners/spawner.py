@@ -61,9 +61,14 @@ from factoryhub.spawners.jobscript import render_job_script
 from factoryhub.spawners.model.profiles import load_profiles
 from factoryhub.spawners.progress import progress_events
 from factoryhub.spawners.ready_address import check_ready_address
-from factoryhub.spawners.slurm.access import ACCESS_MODES, SlurmClient, make_client
-from factoryhub.spawners.slurm.local import JobInfo, SlurmError, SlurmUnavailable
-from factoryhub.spawners.slurm.poller import SlurmPoller, end_message, shared_poller
+from factoryhub.spawners.slurm.access import ACCESS_MODES, make_client
+from factoryhub.spawners.slurm.client import JobInfo, SlurmClient, SlurmError, SlurmUnavailable
+from factoryhub.spawners.slurm.poller import (
+    PollerSettings,
+    SlurmPoller,
+    end_message,
+    poller_for,
+)
 
 
 class FactorySlurmSpawner(ServerChoices, SlurmSpawner):
@@ -170,16 +175,7 @@ class FactorySlurmSpawner(ServerChoices, SlurmSpawner):
 
     @default("slurm_poller")
     def _default_slurm_poller(self) -> SlurmPoller:
-        return shared_poller(
-            self.hub_tag,
-            lambda: SlurmPoller(
-                self.slurm,
-                name_prefix=f"{self.job_name_prefix}-",
-                tag=self.hub_tag,
-                interval=self.slurm_poll_interval,
-                orphan_grace=self.orphan_grace,
-            ),
-        )
+        return poller_for(PollerSettings.of(self), self.slurm)
 
     # ------------------------------------------------------------------ run-time state
 

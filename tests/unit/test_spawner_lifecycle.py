@@ -15,7 +15,7 @@ import asyncio
 import os
 import pwd
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +28,12 @@ from tornado import web
 
 from factoryhub.hub.site import loader as site
 from factoryhub.spawners.job_log import SlurmJobEnded
-from factoryhub.spawners.slurm.local import JobInfo, SlurmError, SlurmUnavailable
+from factoryhub.spawners.slurm.client import (
+    JobInfo,
+    SlurmClient,
+    SlurmError,
+    SlurmUnavailable,
+)
 from factoryhub.spawners.slurm.poller import SlurmPoller
 from factoryhub.spawners.spawner import FactorySlurmSpawner
 
@@ -95,10 +100,23 @@ class ScriptedSlurm:
         self._answer()
         return [j for j in self.queue.values() if j.name.startswith(prefix)]
 
+    async def query(self, job_ids: Iterable[str]) -> dict[str, JobInfo]:
+        self._answer()
+        return {j: self.queue[j] for j in job_ids if j in self.queue}
+
     async def cancel(self, username: str, job_id: str) -> None:
         self._answer()
         self.cancelled.append((username, job_id))
         self.queue[job_id] = replace(self.queue[job_id], state="CANCELLED")
+
+    async def accounted_state(self, job_id: str) -> str:
+        return ""
+
+    async def show(self, kind: str, name: str = "") -> list[dict[str, str]]:
+        return []
+
+    async def jobs_in_reservation(self, name: str) -> list[tuple[str, int, str]]:
+        return []
 
     def set(self, job_id: str, state: str, **fields: str) -> None:
         """The job's next state, as the scheduler moves it."""
@@ -146,6 +164,7 @@ class Cluster:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Cluster:
     slurm = ScriptedSlurm(home_dir=str(tmp_path))
+    assert isinstance(slurm, SlurmClient)  # the Protocol both access modes satisfy
     poller = ManualPoller(slurm, name_prefix="factoryhub-", tag="factoryhub:hub", interval=0.01)
     return Cluster(slurm, poller, tmp_path)
 
