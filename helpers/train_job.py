@@ -25,7 +25,7 @@ from typing import Any
 from jinja2 import Environment, StrictUndefined
 
 from factoryhub.helpers import slurm_jobs
-from factoryhub.spawners.model.profiles import parse_walltime
+from factoryhub.spawners.model.slurm_units import parse_walltime
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PATH = re.compile(r"[A-Za-z0-9_./+@-]{1,512}")

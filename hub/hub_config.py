@@ -25,7 +25,8 @@ from factoryhub.hub.services import (
     merge_settings,
     reports_settings,
 )
-from factoryhub.hub.site.loader import OidcAuth, Site
+from factoryhub.hub.site.auth import OidcAuth
+from factoryhub.hub.site.model import Site
 
 OPERATOR_SERVICE = "factoryhub-operator"
 
@@ -33,6 +34,28 @@ OPERATOR_SERVICE = "factoryhub-operator"
 def hub_settings(
     site: Site, environ: Mapping[str, str], python: str = sys.executable, site_file: str = ""
 ) -> dict[str, dict[str, Any]]:
+    settings = _hub_and_proxy(site, environ)
+    settings["FactorySlurmSpawner"] = spawner_settings(site)
+    _connect_urls(settings, site)
+    merge_settings(settings, auth_settings(site, environ))
+    token_file = environ.get("FACTORYHUB_ADMIN_TOKEN_FILE")
+    if token_file:
+        merge_settings(settings, operator_settings(Path(token_file).read_text().strip()))
+    if site.idle_culler.enabled:
+        # appended to the operator's service and role above, never replacing them
+        merge_settings(settings, idle_culler_settings(site, python))
+    if site.reports.enabled:
+        merge_settings(settings, reports_settings(site, python, site_file))
+        settings["JupyterHub"]["template_vars"]["factoryhub_reports_url"] = "/services/reports/"
+    if site.courses.courses:
+        merge_settings(settings, course_server_settings(site))
+    if site.courses.active:
+        merge_settings(settings, courses_settings(site, python, site_file))
+        settings["JupyterHub"]["template_vars"]["factoryhub_courses_url"] = "/services/courses/"
+    return settings
+
+
+def _hub_and_proxy(site: Site, environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     state = Path(site.hub.state_dir)
     settings: dict[str, dict[str, Any]] = {
         "JupyterHub": {
@@ -55,21 +78,6 @@ def hub_settings(
             "pid_file": str(state / "proxy.pid"),
         },
         "Spawner": {"default_url": "/lab"},
-        "FactorySlurmSpawner": {
-            "profiles": [p.to_config() for p in site.profiles],
-            "python_env": site.spawner.python_env,
-            "log_dir": site.spawner.log_dir,
-            "job_name_prefix": site.slurm.job_name_prefix,
-            "start_timeout": site.spawner.start_timeout,
-            "hub_tag": hub_tag(site),
-            "slurm_access": site.slurm.access,
-            "slurm_rest": dict(site.slurm.rest),
-            "slurm_poll_interval": site.slurm.poll_interval,
-            "orphan_grace": float(site.slurm.orphan_grace),
-            "dask_settings": site.dask.to_config({p.name: p.partition for p in site.profiles}),
-            "apptainer": dict(site.spawner.apptainer),
-            "node_addresses": dict(site.spawner.node_addresses),
-        },
     }
     if site.hub.external_proxy:
         # The proxy runs on its own (Helm chart); its token is CONFIGPROXY_AUTH_TOKEN.
@@ -77,6 +85,32 @@ def hub_settings(
     proxy_cmd = environ.get("FACTORYHUB_PROXY_CMD")
     if proxy_cmd:
         settings["ConfigurableHTTPProxy"]["command"] = [proxy_cmd]
+    return settings
+
+
+def spawner_settings(site: Site) -> dict[str, Any]:
+    """The spawner's traits: the profiles and projects as plain dicts (the model's
+    ``to_config``), the rest as the site file has them."""
+    return {
+        "profiles": [p.to_config() for p in site.profiles],
+        "python_env": site.spawner.python_env,
+        "log_dir": site.spawner.log_dir,
+        "job_name_prefix": site.slurm.job_name_prefix,
+        "start_timeout": site.spawner.start_timeout,
+        "hub_tag": hub_tag(site),
+        "slurm_access": site.slurm.access,
+        "slurm_rest": dict(site.slurm.rest),
+        "slurm_poll_interval": site.slurm.poll_interval,
+        "orphan_grace": float(site.slurm.orphan_grace),
+        "dask_settings": site.dask.to_config({p.name: p.partition for p in site.profiles}),
+        "apptainer": dict(site.spawner.apptainer),
+        "node_addresses": dict(site.spawner.node_addresses),
+        "projects": [p.to_config() for p in site.projects],
+    }
+
+
+def _connect_urls(settings: dict[str, dict[str, Any]], site: Site) -> None:
+    """Where the proxy and the compute nodes reach the hub, when not at api_url."""
     if site.hub.external_proxy or site.hub.services_host not in LOOPBACK:
         # The proxy (its own pod) reaches the hub at the hub's Service name; the compute
         # nodes reach it at connect_url (the spawner hands them that as JUPYTERHUB_API_URL).
@@ -87,50 +121,47 @@ def hub_settings(
     elif site.hub.connect_url:
         settings["JupyterHub"]["hub_connect_url"] = site.hub.connect_url
 
-    settings["FactorySlurmSpawner"]["projects"] = [p.to_config() for p in site.projects]
-    if site.auth.type == "oidc" and site.auth.oidc is not None:
-        settings["JupyterHub"]["authenticator_class"] = (
-            "factoryhub.hub.auth.FactoryOIDCAuthenticator"
-        )
-        settings["FactoryOIDCAuthenticator"] = oidc_settings(site, environ)
-    elif site.auth.type == "local" and site.auth.local is not None:
-        # PAM against local Unix users in one group: for the local factory only.
-        settings["PAMAuthenticator"] = {"allowed_groups": {site.auth.local.group}}
-        settings["Authenticator"] = {"admin_users": set(site.auth.local.admin_users)}
 
-    token_file = environ.get("FACTORYHUB_ADMIN_TOKEN_FILE")
-    if token_file:
-        token = Path(token_file).read_text().strip()
-        settings["JupyterHub"]["services"] = [{"name": OPERATOR_SERVICE, "api_token": token}]
-        settings["JupyterHub"]["load_roles"] = [
-            {
-                "name": "factoryhub-operator",
-                "description": "Operators' API token: manage users and servers",
-                "scopes": [
-                    "admin:users",
-                    "admin:servers",
-                    "admin:groups",
-                    "tokens",
-                    "access:servers",
-                    "read:hub",
-                    "read:metrics",
-                    "proxy",
-                ],
-                "services": [OPERATOR_SERVICE],
-            }
-        ]
-    if site.idle_culler.enabled:
-        # appended to the operator's service and role above, never replacing them
-        merge_settings(settings, idle_culler_settings(site, python))
-    if site.reports.enabled:
-        merge_settings(settings, reports_settings(site, python, site_file))
-        settings["JupyterHub"]["template_vars"]["factoryhub_reports_url"] = "/services/reports/"
-    if site.courses.courses:
-        merge_settings(settings, course_server_settings(site))
-    if site.courses.active:
-        merge_settings(settings, courses_settings(site, python, site_file))
-        settings["JupyterHub"]["template_vars"]["factoryhub_courses_url"] = "/services/courses/"
-    return settings
+def auth_settings(site: Site, environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """The authenticator: the factory's OIDC provider, or PAM in one group (local only)."""
+    if site.auth.type == "oidc" and site.auth.oidc is not None:
+        return {
+            "JupyterHub": {"authenticator_class": "factoryhub.hub.auth.FactoryOIDCAuthenticator"},
+            "FactoryOIDCAuthenticator": oidc_settings(site, environ),
+        }
+    if site.auth.type == "local" and site.auth.local is not None:
+        # PAM against local Unix users in one group: for the local factory only.
+        return {
+            "PAMAuthenticator": {"allowed_groups": {site.auth.local.group}},
+            "Authenticator": {"admin_users": set(site.auth.local.admin_users)},
+        }
+    return {}
+
+
+def operator_settings(token: str) -> dict[str, dict[str, Any]]:
+    """The operators' API token: a service holding it, and its role."""
+    return {
+        "JupyterHub": {
+            "services": [{"name": OPERATOR_SERVICE, "api_token": token}],
+            "load_roles": [
+                {
+                    "name": "factoryhub-operator",
+                    "description": "Operators' API token: manage users and servers",
+                    "scopes": [
+                        "admin:users",
+                        "admin:servers",
+                        "admin:groups",
+                        "tokens",
+                        "access:servers",
+                        "read:hub",
+                        "read:metrics",
+                        "proxy",
+                    ],
+                    "services": [OPERATOR_SERVICE],
+                }
+            ],
+        }
+    }
 
 
 def course_server_settings(site: Site) -> dict[str, dict[str, Any]]:
@@ -141,7 +172,7 @@ def course_server_settings(site: Site) -> dict[str, dict[str, Any]]:
         "JupyterHub": {
             "allow_named_servers": True,
             "template_vars": {
-                "factoryhub_courses": functools.partial(courses_for_home, configs, db)
+                "factoryhub_courses": functools.partial(courses_for_home, site.courses.courses, db)
             },
         },
         "FactorySlurmSpawner": {

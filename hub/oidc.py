@@ -4,14 +4,14 @@ real tokens from a real provider."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
-POSIX_USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+from factoryhub.spawners.model.users import is_posix_name
+
 SIGNING_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
 
 
@@ -92,7 +92,7 @@ def verify_id_token(
 
 def check_username(name: Any, claim: str) -> str:
     """``name`` if it is a valid POSIX user name; ValueError with advice otherwise."""
-    if not isinstance(name, str) or not POSIX_USERNAME.fullmatch(name):
+    if not is_posix_name(name):
         shown = repr(name)[:80]
         raise ValueError(
             f"Your user name from the identity provider ({claim} = {shown}) cannot be used "

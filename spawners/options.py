@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from factoryhub.spawners.model.courses import Course
-from factoryhub.spawners.model.profiles import Profile, format_walltime, parse_walltime
+from factoryhub.spawners.model.profiles import Profile
 from factoryhub.spawners.model.projects import Project, Usage
+from factoryhub.spawners.model.slurm_units import format_walltime, parse_walltime
 
 FIELDS = ("project", "profile", "walltime", "memory_gb", "gpus")
 MAX_VALUE_LENGTH = 64
@@ -158,41 +159,8 @@ def validate_options(
         project, profiles = _choose_project(raw, projects, profiles)
     elif _single("project", raw.get("project")) is not None:
         raise OptionsError("project", "this factory has no projects to choose from")
-    if not profiles:
-        raise OptionsError(
-            "profile", "no resource profile is open to you; ask your project's admin"
-        )
-
-    name = _single("profile", raw.get("profile"))
-    by_name = {p.name: p for p in profiles}
-    if name is None:
-        profile = profiles[0]
-    elif name in by_name:
-        profile = by_name[name]
-    else:
-        raise OptionsError(
-            "profile", f"{name!r} is not a profile you may use (choose from {', '.join(by_name)})"
-        )
-
-    walltime_text = _single("walltime", raw.get("walltime"))
-    if walltime_text is None:
-        seconds = profile.walltime_default
-    else:
-        try:
-            seconds = parse_walltime(walltime_text)
-        except ValueError:
-            raise OptionsError(
-                "walltime", f"use hours:minutes (for example 02:00), got {walltime_text!r}"
-            ) from None
-        if seconds <= 0:
-            raise OptionsError("walltime", "must be longer than zero")
-        if seconds > profile.walltime_max:
-            raise OptionsError(
-                "walltime",
-                f"at most {format_walltime(profile.walltime_max)} for {profile.display_name}; "
-                f"you asked for {format_walltime(seconds)}",
-            )
-
+    profile = _choose_profile(raw, profiles)
+    seconds = _walltime(_single("walltime", raw.get("walltime")), profile)
     memory = _integer(
         "memory_gb",
         _single("memory_gb", raw.get("memory_gb")),
@@ -210,19 +178,7 @@ def validate_options(
         " GPUs" if profile.gpus.max != 1 else " GPU",
     )
     if project is not None:
-        used = (usage or {}).get(project.name, Usage())
-        if project.max_servers is not None and used.servers >= project.max_servers:
-            raise OptionsError(
-                "project",
-                f"{project.display_name} allows {project.max_servers} server(s) per member "
-                f"at a time and you run {used.servers}; stop one first",
-            )
-        if project.max_gpus_per_user is not None and used.gpus + gpus > project.max_gpus_per_user:
-            raise OptionsError(
-                "gpus",
-                f"{project.display_name} allows {project.max_gpus_per_user} GPU(s) per member "
-                f"at a time; you hold {used.gpus} and asked for {gpus}",
-            )
+        _check_limits(project, (usage or {}).get(project.name, Usage()), gpus)
     return JobRequest(
         profile=profile.name,
         partition=profile.partition,
@@ -233,6 +189,59 @@ def validate_options(
         project=project.name if project else "",
         account=project.account if project else "",
     )
+
+
+def _choose_profile(raw: Mapping[str, Any], profiles: Sequence[Profile]) -> Profile:
+    if not profiles:
+        raise OptionsError(
+            "profile", "no resource profile is open to you; ask your project's admin"
+        )
+    name = _single("profile", raw.get("profile"))
+    by_name = {p.name: p for p in profiles}
+    if name is None:
+        return profiles[0]
+    if name in by_name:
+        return by_name[name]
+    raise OptionsError(
+        "profile", f"{name!r} is not a profile you may use (choose from {', '.join(by_name)})"
+    )
+
+
+def _walltime(text: str | None, profile: Profile) -> int:
+    """Seconds of the walltime typed (the profile's default when none), within its max."""
+    if text is None:
+        return profile.walltime_default
+    try:
+        seconds = parse_walltime(text)
+    except ValueError:
+        raise OptionsError(
+            "walltime", f"use hours:minutes (for example 02:00), got {text!r}"
+        ) from None
+    if seconds <= 0:
+        raise OptionsError("walltime", "must be longer than zero")
+    if seconds > profile.walltime_max:
+        raise OptionsError(
+            "walltime",
+            f"at most {format_walltime(profile.walltime_max)} for {profile.display_name}; "
+            f"you asked for {format_walltime(seconds)}",
+        )
+    return seconds
+
+
+def _check_limits(project: Project, used: Usage, gpus: int) -> None:
+    """The project's limits per member, with what the user already runs under it."""
+    if project.max_servers is not None and used.servers >= project.max_servers:
+        raise OptionsError(
+            "project",
+            f"{project.display_name} allows {project.max_servers} server(s) per member "
+            f"at a time and you run {used.servers}; stop one first",
+        )
+    if project.max_gpus_per_user is not None and used.gpus + gpus > project.max_gpus_per_user:
+        raise OptionsError(
+            "gpus",
+            f"{project.display_name} allows {project.max_gpus_per_user} GPU(s) per member "
+            f"at a time; you hold {used.gpus} and asked for {gpus}",
+        )
 
 
 def validate_course_options(

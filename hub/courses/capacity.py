@@ -32,15 +32,6 @@ class Capacity:
         }
 
 
-def memory_mb(text: str) -> int:
-    """Slurm memory such as ``2G``, ``512M``, ``2048`` (MB) in MB."""
-    match = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?)B?\s*", text or "", re.IGNORECASE)
-    if not match:
-        return 0
-    factor = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}[match.group(2).upper()]
-    return int(float(match.group(1)) * factor)
-
-
 def _int(value: str | None) -> int:
     try:
         return int(str(value).split("(")[0])

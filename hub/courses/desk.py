@@ -31,13 +31,12 @@ from factoryhub.hub.service_web import People, Person, Refused
 from factoryhub.hub.site.model import Site
 from factoryhub.spawners.courses.materials import MaterialsError, mirror_git
 from factoryhub.spawners.courses.store import CourseStore
-from factoryhub.spawners.model.courses import Course, course_named, load_courses
-from factoryhub.spawners.model.profiles import Profile
+from factoryhub.spawners.model.courses import Course, apply_edits, course_named
+from factoryhub.spawners.model.users import is_posix_name
 from factoryhub.spawners.slurm.access import SlurmClient, make_client
 from factoryhub.spawners.slurm.local import SlurmError, SlurmUnavailable
 
 log = logging.getLogger("factoryhub.courses")
-POSIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 RESERVATION = re.compile(r"^([A-Za-z0-9_.-]{1,64})?$")
 START_CONCURRENCY = 8
 
@@ -95,7 +94,7 @@ class CourseDesk:
     # ------------------------------------------------------------------ courses and people
 
     def courses(self) -> tuple[Course, ...]:
-        return load_courses([c.to_config() for c in self.settings.courses], self.store.edits())
+        return apply_edits(self.settings.courses, self.store.edits())
 
     def course(self, name: str) -> Course:
         course = course_named(self.courses(), name)
@@ -170,7 +169,7 @@ class CourseDesk:
 
     async def capacity(self, course: Course) -> capacity_mod.Capacity:
         try:
-            profile = Profile.from_config(self.site.profile(course.profile).to_config())
+            profile = self.site.profile(course.profile)
         except KeyError:
             return capacity_mod.Capacity(0, 0, 0, "", f"the profile {course.profile} is gone")
         try:
@@ -186,7 +185,7 @@ class CourseDesk:
         changes: dict[str, Any] = {}
         if "participant_users" in form:
             names = sorted({n for n in re.split(r"[\s,]+", form["participant_users"]) if n})
-            bad = [n for n in names if not POSIX_NAME.fullmatch(n)]
+            bad = [n for n in names if not is_posix_name(n)]
             if bad:
                 problems["participant_users"] = (
                     f"not user names: {', '.join(bad[:5])} (lowercase letters, digits, _ and -)"

@@ -6,8 +6,9 @@ commands on the cluster's hosts as root can be switched on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
+
+from factoryhub.hub.site.problems import Problem, at
 
 _HOST_ONLY = (
     (
@@ -23,16 +24,8 @@ _HOST_ONLY = (
 )
 
 
-def _get(data: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(data, Mapping):
-            return None
-        data = data.get(key)
-    return data
-
-
-def access_problems(data: Any) -> list[tuple[str, str]]:
-    """(key path, message) for settings the chosen access mode cannot carry out."""
-    if _get(data, ("slurm", "access")) != "rest":
+def access_problems(data: Any) -> list[Problem]:
+    """Settings the chosen access mode cannot carry out."""
+    if at(data, "slurm", "access") != "rest":
         return []
-    return [(".".join(path), why) for path, why in _HOST_ONLY if _get(data, path) is True]
+    return [Problem(".".join(path), why) for path, why in _HOST_ONLY if at(data, *path) is True]

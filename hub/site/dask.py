@@ -7,9 +7,15 @@ section's ``worker``, then ``profiles.<name>`` for the profile of the user's ser
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from factoryhub.hub.site.problems import Problem
+from factoryhub.hub.site.profiles import profile_names
+from factoryhub.hub.site.slurm import declared_partitions
+
+# The base layer of a worker's settings (the schema cannot hold it: its daskWorker keys left
+# out of dask.profiles[].worker must keep dask.worker's values, not take a default).
 BUILT_IN_WORKER: dict[str, Any] = {
     "cores": 1,
     "memory_gb": 2,
@@ -20,11 +26,11 @@ BUILT_IN_WORKER: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class DaskSettings:
-    enabled: bool = True
-    interface: str = ""
-    death_timeout: int = 60
-    worker: Mapping[str, Any] = field(default_factory=dict)
-    profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    enabled: bool
+    interface: str  # "": the interface the server reaches the hub by
+    death_timeout: int
+    worker: Mapping[str, Any]
+    profiles: Mapping[str, Mapping[str, Any]]  # profile name -> its worker settings
 
     def worker_for(self, profile: str, server_partition: str) -> dict[str, Any]:
         """The worker job settings for a server of ``profile`` (partition included)."""
@@ -50,17 +56,23 @@ class DaskSettings:
 
 def build_dask(d: Mapping[str, Any]) -> DaskSettings:
     return DaskSettings(
-        enabled=bool(d.get("enabled", True)),
-        interface=str(d.get("interface", "")),
-        death_timeout=int(d.get("death_timeout", 60)),
-        worker=dict(d.get("worker") or {}),
-        profiles={e["profile"]: dict(e["worker"]) for e in d.get("profiles") or ()},
+        enabled=bool(d["enabled"]),
+        interface=str(d["interface"]),
+        death_timeout=int(d["death_timeout"]),
+        worker=dict(d["worker"]),
+        profiles={e["profile"]: dict(e["worker"]) for e in d["profiles"]},
     )
 
 
-def dask_problems(
-    dask: Any, partitions: list[str], profile_names: list[str]
-) -> list[tuple[str, str]]:
+def dask_problems(data: Any) -> list[Problem]:
+    """What the schema cannot check in ``dask``: names that must exist elsewhere in the site
+    file, and at most one process per core."""
+    dask = data.get("dask") if isinstance(data, Mapping) else None
+    problems = _dask_problems(dask, declared_partitions(data) or [], profile_names(data))
+    return [Problem(path, msg) for path, msg in problems]
+
+
+def _dask_problems(dask: Any, partitions: list[str], profiles: list[str]) -> list[tuple[str, str]]:
     """(key path, message) for what the schema cannot check: names that must exist elsewhere
     in the site file, and at most one process per core. Defensive: ``dask`` may be invalid."""
     if not isinstance(dask, Mapping):
@@ -73,8 +85,8 @@ def dask_problems(
         if not isinstance(entry, Mapping):
             continue
         name, where = entry.get("profile"), f"dask.profiles[{i}]"
-        if isinstance(name, str) and profile_names and name not in profile_names:
-            known = ", ".join(profile_names)
+        if isinstance(name, str) and profiles and name not in profiles:
+            known = ", ".join(profiles)
             problems.append(
                 (
                     f"{where}.profile",

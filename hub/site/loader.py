@@ -1,16 +1,18 @@
-"""The site file (``factory.yaml``): loading, validation and a typed view.
+"""The site file (``factory.yaml``): reading, checking and building its typed :class:`Site`.
 
 The file is checked in two steps and every problem is reported at once, one per
 line, each naming its key (``profiles[1].memory_gb.default``):
 
-1. against the JSON Schema ``schema.json`` (draft 2020-12), which is also the
-   Helm chart's values schema, so it stays self-contained;
-2. by the checks that span keys: a profile's partition is declared in
-   ``slurm.partitions``, names are unique, ``min <= default <= max`` and the
-   walltime ``default <= max`` (both longer than zero).
+1. against the JSON Schema ``schema.json`` (draft 2020-12, :mod:`.schema`), which is also
+   the Helm chart's values schema, so it stays self-contained;
+2. by the checks that span keys, each in its section's module (:mod:`.profiles`: a
+   profile's partition is declared in ``slurm.partitions``, names are unique,
+   ``min <= default <= max``, the walltime ``default <= max``; :mod:`.projects`,
+   :mod:`.dask`, :mod:`.reports`, :mod:`.courses`, :mod:`.access`, ...).
 
-Defaults for omitted optional keys come from the schema's ``default`` annotations
-and are filled in by the loader; the schema itself is never changed.
+Defaults for omitted optional keys come from the schema's ``default`` annotations only
+(:func:`~.schema.with_defaults`); each section's module builds its settings from the filled-in
+section, and the profiles, projects and courses are the leaf model's objects.
 
 Command line: ``python -m factoryhub.hub.site check PATH`` prints ``ok: N profiles``
 or the errors (on stderr) and exits 1; ``python -m factoryhub.hub.site schema``
@@ -28,70 +30,61 @@ from typing import Any
 
 import yaml
 
-from factoryhub.hub.site.checks import (
-    _EXAMPLE_FILE,
-    _HERE,
-    _PATTERN_MEANING,
-    Problem,
-    SiteError,
-    _schema,
-    _show_key,
-    find_problems,
+from factoryhub.hub.site.access import access_problems
+from factoryhub.hub.site.auth import build_auth
+from factoryhub.hub.site.courses import build_courses, courses_problems
+from factoryhub.hub.site.culler import build_idle_culler
+from factoryhub.hub.site.dask import build_dask, dask_problems
+from factoryhub.hub.site.hub import build_hub
+from factoryhub.hub.site.model import Site
+from factoryhub.hub.site.problems import Problem, SiteError, show_key
+from factoryhub.hub.site.profiles import build_profiles, profiles_problems
+from factoryhub.hub.site.projects import build_projects, projects_problems
+from factoryhub.hub.site.reports import build_reports, reports_problems
+from factoryhub.hub.site.schema import (
+    HERE,
+    path_key,
     schema,
-    walltime_seconds,
+    schema_problems,
     with_defaults,
 )
-from factoryhub.hub.site.courses import build_courses
-from factoryhub.hub.site.dask import build_dask
-from factoryhub.hub.site.model import (
-    AuthSettings,
-    HubSettings,
-    IdleCuller,
-    IntRange,
-    LocalAuth,
-    OidcAuth,
-    Partition,
-    Profile,
-    Project,
-    Site,
-    SlurmSettings,
-    SpawnerSettings,
-    UnixUsers,
-)
-from factoryhub.hub.site.reports import build_reports
+from factoryhub.hub.site.slurm import build_slurm, slurm_problems
+from factoryhub.hub.site.spawner import build_spawner
 
 __all__ = [
-    "AuthSettings",
-    "HubSettings",
-    "IdleCuller",
-    "IntRange",
-    "LocalAuth",
-    "OidcAuth",
-    "Partition",
     "Problem",
-    "Profile",
-    "Project",
     "Site",
     "SiteError",
-    "SlurmSettings",
-    "SpawnerSettings",
-    "UnixUsers",
+    "build_site",
     "example_site_path",
+    "find_problems",
     "load_site",
+    "main",
     "parse_site",
     "schema",
-    "walltime_seconds",
 ]
 
-__all__ += ["main"]
-_ = _PATTERN_MEANING  # re-exported: the tests check every schema pattern has words
+# The example site file stays beside jupyterhub_config.py, where operators look for it.
+_EXAMPLE_FILE = "factory.example.yaml"
+
+# The checks that span keys, section by section (each defensive: the file may have failed
+# the schema). The sections after profiles name profiles, so they wait for a list of them.
+_BASE_CHECKS = (slurm_problems,)
+_CHECKS_ON_PROFILES = (
+    profiles_problems,
+    projects_problems,
+    dask_problems,
+    reports_problems,
+    courses_problems,
+    access_problems,
+)
 
 # --------------------------------------------------------------------------- public functions
 
 
 def example_site_path() -> Path:
     """The packaged ``factory.example.yaml`` (the local factory's embedded default)."""
-    return _HERE.parent / _EXAMPLE_FILE
+    return HERE.parent / _EXAMPLE_FILE
 
 
 def load_site(path: str | Path) -> Site:
@@ -122,7 +115,19 @@ def parse_site(data: Any, source: str = "factory.yaml") -> Site:
     problems = find_problems(data)
     if problems:
         raise SiteError(source, problems)
-    return _build(with_defaults(data))
+    return build_site(with_defaults(data))
+
+
+def find_problems(data: Any) -> list[Problem]:
+    """Every problem of the parsed site file ``data``, sorted by key path (empty: it is fine)."""
+    problems = schema_problems(data)
+    seen = {p.path for p in problems}
+    checks = list(_BASE_CHECKS)
+    if isinstance(data, Mapping) and isinstance(data.get("profiles"), list):
+        checks += _CHECKS_ON_PROFILES
+    problems += [p for check in checks for p in check(data) if p.path not in seen]
+    unique = list(dict.fromkeys(sorted(problems, key=lambda p: (path_key(p.path), p.message))))
+    return unique
 
 
 # --------------------------------------------------------------------------- YAML
@@ -144,7 +149,7 @@ class _StrictLoader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(
                     None,
                     None,
-                    f"duplicate key {_show_key(key)} "
+                    f"duplicate key {show_key(key)} "
                     f"(first on line {seen[key].start_mark.line + 1})",
                     key_node.start_mark,
                 )
@@ -164,119 +169,24 @@ _StrictLoader.add_constructor(
 )
 
 
-# --------------------------------------------------------------------------- schema errors
+# --------------------------------------------------------------------------- build
 
 
-def _range(d: Mapping[str, Any]) -> IntRange:
-    return IntRange(default=int(d["default"]), min=int(d["min"]), max=int(d["max"]))
-
-
-def _build(d: dict[str, Any]) -> Site:
-    hub, auth, slurm, spawner = d["hub"], d["auth"], d["slurm"], d["spawner"]
-    local = auth.get("local")
-    culler = d["idle_culler"]
+def build_site(d: dict[str, Any]) -> Site:
+    """The typed view of a valid site file ``d`` with its defaults filled in."""
+    partitions = [p["name"] for p in d["slurm"]["partitions"]]
     return Site(
-        hub=HubSettings(
-            public_url=hub["public_url"],
-            state_dir=hub["state_dir"],
-            keep_servers_on_restart=hub["keep_servers_on_restart"],
-            api_url=hub["api_url"],
-            connect_url=hub["connect_url"],
-            proxy_api_url=hub["proxy_api_url"],
-            external_proxy=hub["external_proxy"],
-            services_host=hub["services_host"],
-        ),
-        auth=AuthSettings(
-            type=auth["type"],
-            local=(
-                LocalAuth(group=local["group"], admin_users=tuple(local["admin_users"]))
-                if local is not None
-                else None
-            ),
-            oidc=_oidc(auth.get("oidc")),
-            unix_users=UnixUsers(
-                create=auth["unix_users"]["create"],
-                shell=auth["unix_users"]["shell"],
-                min_uid=auth["unix_users"]["min_uid"],
-                reserved_names=tuple(auth["unix_users"]["reserved_names"]),
-            ),
-        ),
-        slurm=SlurmSettings(
-            access=slurm["access"],
-            job_name_prefix=slurm["job_name_prefix"],
-            partitions=tuple(
-                Partition(name=p["name"], description=p["description"]) for p in slurm["partitions"]
-            ),
-            manage_associations=slurm["manage_associations"],
-            poll_interval=float(slurm["poll_interval"]),
-            orphan_grace=int(slurm["orphan_grace"]),
-            rest=dict(slurm.get("rest") or {}),
-        ),
-        spawner=SpawnerSettings(
-            python_env=spawner["python_env"],
-            log_dir=spawner["log_dir"],
-            start_timeout=int(spawner["start_timeout"]),
-            apptainer=dict(spawner["apptainer"]),
-            node_addresses={n["node"]: n["address"] for n in spawner["node_addresses"]},
-        ),
-        profiles=tuple(
-            Profile(
-                name=p["name"],
-                display_name=p["display_name"],
-                description=p["description"],
-                partition=p["partition"],
-                cpus=int(p["cpus"]),
-                memory_gb=_range(p["memory_gb"]),
-                gpus=_range(p["gpus"]),
-                walltime_default=p["walltime"]["default"],
-                walltime_max=p["walltime"]["max"],
-                allowed_groups=tuple(p.get("allowed_groups", ())),
-                allowed_users=tuple(p.get("allowed_users", ())),
-                image=p.get("image", ""),
-            )
-            for p in d["profiles"]
-        ),
-        raw=d,
-        projects=tuple(
-            Project(
-                name=p["name"],
-                display_name=p["display_name"],
-                description=p["description"],
-                account=p["account"],
-                groups=tuple(p["groups"]),
-                profiles=tuple(p["profiles"]),
-                max_servers=p["limits"].get("max_servers"),
-                max_gpus_per_user=p["limits"].get("max_gpus_per_user"),
-            )
-            for p in d["projects"]
-        ),
-        idle_culler=IdleCuller(
-            enabled=bool(culler["enabled"]),
-            timeout=int(culler["timeout"]),
-            every=int(culler["every"]),
-        ),
+        hub=build_hub(d["hub"]),
+        auth=build_auth(d["auth"]),
+        slurm=build_slurm(d["slurm"]),
+        spawner=build_spawner(d["spawner"]),
+        profiles=build_profiles(d["profiles"]),
+        projects=build_projects(d["projects"]),
+        idle_culler=build_idle_culler(d["idle_culler"]),
         dask=build_dask(d["dask"]),
-        reports=build_reports(d["reports"], [p["name"] for p in slurm["partitions"]]),
+        reports=build_reports(d["reports"], partitions),
         courses=build_courses(d["courses"], {p["name"]: p["account"] for p in d["projects"]}),
-    )
-
-
-def _oidc(o: Mapping[str, Any] | None) -> OidcAuth | None:
-    if o is None:
-        return None
-    return OidcAuth(
-        issuer=o["issuer"].rstrip("/"),
-        client_id=o["client_id"],
-        client_secret_file=o.get("client_secret_file", ""),
-        client_secret_env=o["client_secret_env"],
-        authorize_url=o.get("authorize_url", ""),
-        token_url=o.get("token_url", ""),
-        userinfo_url=o.get("userinfo_url", ""),
-        jwks_url=o.get("jwks_url", ""),
-        scopes=tuple(o["scopes"]),
-        username_claim=o["username_claim"],
-        groups_claim=o["groups_claim"],
-        admin_groups=tuple(o["admin_groups"]),
+        raw=d,
     )
 
 
@@ -293,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("schema", help="print the site file's JSON Schema")
     args = parser.parse_args(argv)
     if args.command == "schema":
-        print(json.dumps(_schema(), indent=2, ensure_ascii=False))
+        print(json.dumps(schema(), indent=2, ensure_ascii=False))
         return 0
     try:
         site = load_site(args.path)

@@ -3,9 +3,14 @@ come from, the Slurm job of a run, schedules, who may do what)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from factoryhub.hub.site.problems import Problem
+from factoryhub.hub.site.projects import project_names
+from factoryhub.hub.site.slurm import declared_partitions
+from factoryhub.spawners.model.users import fill_user_template
 
 
 @dataclass(frozen=True)
@@ -13,9 +18,9 @@ class AccessRule:
     """``groups``/``users`` may do ``allow`` (run, schedule, see_all) with ``reports``."""
 
     allow: tuple[str, ...]
-    groups: tuple[str, ...] = ()
-    users: tuple[str, ...] = ()
-    reports: tuple[str, ...] = ("*",)
+    groups: tuple[str, ...]
+    users: tuple[str, ...]
+    reports: tuple[str, ...]  # "*": all
 
     def covers(self, username: str, groups: frozenset[str], report: str) -> bool:
         who = username in self.users or bool(groups.intersection(self.groups))
@@ -35,9 +40,9 @@ class ReportLimits:
     """What one person may have at once: runs queued or running, schedules, runs started in
     the last hour (their own and their schedules' runs)."""
 
-    concurrent_runs_per_person: int = 4
-    schedules_per_person: int = 10
-    runs_per_hour: int = 30
+    concurrent_runs_per_person: int
+    schedules_per_person: int
+    runs_per_hour: int
 
 
 @dataclass(frozen=True)
@@ -46,79 +51,88 @@ class SiteReport:
 
     report: str
     schedule: str
-    parameters: Mapping[str, Any] = field(default_factory=dict)
+    parameters: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
 class ReportsSettings:
-    enabled: bool = True
-    port: int = 10101
-    folders: tuple[str, ...] = ()
-    output_dir: str = "{home}/.factoryhub/reports"
-    partition: str = ""
-    cpus: int = 1
-    memory_gb: int = 2
-    walltime: str = "00:30:00"
-    min_interval_minutes: int = 5
-    poll_interval: float = 2.0
-    service_user: str = ""
-    service_project: str = ""
-    access: tuple[AccessRule, ...] = field(default_factory=tuple)
-    path_folders: tuple[str, ...] = ()
-    limits: ReportLimits = field(default_factory=ReportLimits)
-    site_reports: tuple[SiteReport, ...] = ()
+    enabled: bool
+    port: int
+    folders: tuple[str, ...]
+    output_dir: str
+    partition: str
+    cpus: int
+    memory_gb: int
+    walltime: str
+    min_interval_minutes: int
+    poll_interval: float
+    service_user: str  # "": no site reports
+    service_project: str
+    access: tuple[AccessRule, ...]
+    path_folders: tuple[str, ...]
+    limits: ReportLimits
+    site_reports: tuple[SiteReport, ...]
 
     def output_dir_for(self, home: str, username: str) -> str:
-        return self.output_dir.replace("{home}", home).replace("{username}", username)
+        return fill_user_template(self.output_dir, username=username, home=home)
 
 
 def build_limits(d: Mapping[str, Any]) -> ReportLimits:
     return ReportLimits(
-        concurrent_runs_per_person=int(d.get("concurrent_runs_per_person", 4)),
-        schedules_per_person=int(d.get("schedules_per_person", 10)),
-        runs_per_hour=int(d.get("runs_per_hour", 30)),
+        concurrent_runs_per_person=int(d["concurrent_runs_per_person"]),
+        schedules_per_person=int(d["schedules_per_person"]),
+        runs_per_hour=int(d["runs_per_hour"]),
     )
 
 
-def build_reports(d: Mapping[str, Any], partitions: list[str]) -> ReportsSettings:
-    job = d.get("job") or {}
+def build_access_rule(d: Mapping[str, Any]) -> AccessRule:
+    return AccessRule(
+        allow=tuple(d["allow"]),
+        groups=tuple(d["groups"]),
+        users=tuple(d["users"]),
+        reports=tuple(d["reports"]),
+    )
+
+
+def build_reports(d: Mapping[str, Any], partitions: Sequence[str]) -> ReportsSettings:
+    """``partitions``: slurm.partitions' names (report jobs use the first by default)."""
+    job = d["job"]
     return ReportsSettings(
-        enabled=bool(d.get("enabled", True)),
-        port=int(d.get("port", 10101)),
-        folders=tuple(d.get("folders") or ()),
-        output_dir=str(d.get("output_dir", "{home}/.factoryhub/reports")),
-        partition=str(job.get("partition") or (partitions[0] if partitions else "")),
-        cpus=int(job.get("cpus", 1)),
-        memory_gb=int(job.get("memory_gb", 2)),
-        walltime=str(job.get("walltime", "00:30:00")),
-        min_interval_minutes=int(d.get("min_interval_minutes", 5)),
-        poll_interval=float(d.get("poll_interval", 2.0)),
-        service_user=str(d.get("service_user", "")),
-        service_project=str(d.get("service_project", "")),
-        access=tuple(
-            AccessRule(
-                allow=tuple(r["allow"]),
-                groups=tuple(r.get("groups") or ()),
-                users=tuple(r.get("users") or ()),
-                reports=tuple(r.get("reports") or ("*",)),
-            )
-            for r in d.get("access") or ()
-        ),
-        path_folders=tuple(d.get("path_folders") or ()),
-        limits=build_limits(d.get("limits") or {}),
+        enabled=bool(d["enabled"]),
+        port=int(d["port"]),
+        folders=tuple(d["folders"]),
+        output_dir=str(d["output_dir"]),
+        partition=str(job.get("partition") or partitions[0]),
+        cpus=int(job["cpus"]),
+        memory_gb=int(job["memory_gb"]),
+        walltime=str(job["walltime"]),
+        min_interval_minutes=int(d["min_interval_minutes"]),
+        poll_interval=float(d["poll_interval"]),
+        service_user=str(d["service_user"]),
+        service_project=str(d["service_project"]),
+        access=tuple(build_access_rule(r) for r in d["access"]),
+        path_folders=tuple(d["path_folders"]),
+        limits=build_limits(d["limits"]),
         site_reports=tuple(
             SiteReport(
                 str(r["report"]),
                 str(r["schedule"]),
-                {str(v["name"]): v["value"] for v in r.get("parameters") or ()},
+                {str(v["name"]): v["value"] for v in r["parameters"]},
             )
-            for r in d.get("site_reports") or ()
+            for r in d["site_reports"]
         ),
     )
 
 
-def reports_problems(
-    reports: Any, partitions: list[str], project_names: list[str]
+def reports_problems(data: Any) -> list[Problem]:
+    """What the schema cannot check in ``reports``."""
+    reports = data.get("reports") if isinstance(data, Mapping) else None
+    found = _reports_problems(reports, declared_partitions(data) or [], project_names(data))
+    return [Problem(path, msg) for path, msg in found]
+
+
+def _reports_problems(
+    reports: Any, partitions: list[str], projects: list[str]
 ) -> list[tuple[str, str]]:
     """(key path, message) for what the schema cannot check. Defensive: ``reports`` may be
     invalid."""
@@ -136,8 +150,8 @@ def reports_problems(
             )
         )
     user, project = reports.get("service_user"), reports.get("service_project")
-    if isinstance(project, str) and project and project not in project_names:
-        known = ", ".join(project_names) or "none"
+    if isinstance(project, str) and project and project not in projects:
+        known = ", ".join(projects) or "none"
         problems.append(
             (
                 "reports.service_project",

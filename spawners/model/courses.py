@@ -50,20 +50,21 @@ class Course:
     account: str
     start: date
     end: date
-    description: str = ""
-    trainer_users: tuple[str, ...] = ()
-    trainer_groups: tuple[str, ...] = ()
-    participant_users: tuple[str, ...] = ()
-    participant_groups: tuple[str, ...] = ()
-    reservation: str = ""
+    description: str
+    trainer_users: tuple[str, ...]
+    trainer_groups: tuple[str, ...]
+    participant_users: tuple[str, ...]
+    participant_groups: tuple[str, ...]
+    reservation: str  # "": none
     # Where participants' servers read the materials from: the site's folder, or the
     # service's checkout of the git repository. "" when the course has none.
-    materials_path: str = ""
-    materials_git: str = ""
-    materials_ref: str = ""
+    materials_path: str
+    materials_git: str
+    materials_ref: str
     # The participant users the site file names (the rest of participant_users are invited);
     # None: participant_users as the course is made
     site_participant_users: tuple[str, ...] | None = None
+    # The invited people's answers (kept with the trainers' edits; set for them only)
     accepted_users: tuple[str, ...] = ()
     declined_users: tuple[str, ...] = ()
 
@@ -73,28 +74,27 @@ class Course:
 
     @classmethod
     def from_config(cls, data: Mapping[str, Any]) -> Course:
+        """The course of a :meth:`to_config` dict."""
         return cls(
             name=str(data["name"]),
-            display_name=str(data.get("display_name") or data["name"]),
-            description=str(data.get("description", "")),
+            display_name=str(data["display_name"]),
+            description=str(data["description"]),
             profile=str(data["profile"]),
-            project=str(data.get("project", "")),
-            account=str(data.get("account", "")),
+            project=str(data["project"]),
+            account=str(data["account"]),
             start=_day(data["start"]),
             end=_day(data["end"]),
-            trainer_users=tuple(data.get("trainer_users") or ()),
-            trainer_groups=tuple(data.get("trainer_groups") or ()),
-            participant_users=tuple(data.get("participant_users") or ()),
-            participant_groups=tuple(data.get("participant_groups") or ()),
-            reservation=str(data.get("reservation") or ""),
-            materials_path=str(data.get("materials_path") or ""),
-            materials_git=str(data.get("materials_git") or ""),
-            materials_ref=str(data.get("materials_ref") or ""),
-            site_participant_users=tuple(
-                data.get("site_participant_users", data.get("participant_users")) or ()
-            ),
-            accepted_users=tuple(data.get("accepted_users") or ()),
-            declined_users=tuple(data.get("declined_users") or ()),
+            trainer_users=tuple(data["trainer_users"]),
+            trainer_groups=tuple(data["trainer_groups"]),
+            participant_users=tuple(data["participant_users"]),
+            participant_groups=tuple(data["participant_groups"]),
+            reservation=str(data["reservation"]),
+            materials_path=str(data["materials_path"]),
+            materials_git=str(data["materials_git"]),
+            materials_ref=str(data["materials_ref"]),
+            site_participant_users=tuple(data["site_participant_users"]),
+            accepted_users=tuple(data["accepted_users"]),
+            declined_users=tuple(data["declined_users"]),
         )
 
     def to_config(self) -> dict[str, Any]:
@@ -207,9 +207,16 @@ def _day(value: Any) -> date:
 def load_courses(
     configs: Sequence[Mapping[str, Any]], edits: Mapping[str, Mapping[str, Any]] | None = None
 ) -> tuple[Course, ...]:
-    """The courses of the site file, each with its edits (by course name) applied."""
+    """The courses of :meth:`Course.to_config` dicts, each with its edits applied."""
+    return apply_edits(tuple(Course.from_config(c) for c in configs), edits)
+
+
+def apply_edits(
+    courses: Iterable[Course], edits: Mapping[str, Mapping[str, Any]] | None
+) -> tuple[Course, ...]:
+    """``courses``, each with its trainers' edits (by course name) applied."""
     edits = edits or {}
-    return tuple(Course.from_config(c).with_edits(edits.get(str(c["name"]))) for c in configs)
+    return tuple(c.with_edits(edits.get(c.name)) for c in courses)
 
 
 def course_named(courses: Iterable[Course], name: str) -> Course | None:

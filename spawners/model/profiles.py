@@ -1,78 +1,61 @@
-"""Resource profiles as the spawner sees them.
+"""Resource profiles: what a user may choose when they start a server, and who may choose it.
 
-The hub validates the site file and hands each profile to the spawner as a plain
-dict through traitlets config (``FactorySlurmSpawner.profiles``); this module turns
-those dicts into typed, immutable objects and decides who may use which.
+The site loader builds each :class:`Profile` once from the site file's ``profiles`` entry
+(with the schema's defaults filled in). The spawner receives them through traitlets config
+as plain dicts: :meth:`Profile.to_config` writes that dict, :meth:`Profile.from_config`
+reads it back; it is the site file's entry itself, so neither side knows any default.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-_TIME = re.compile(
-    r"^(?:(?P<d>[0-9]{1,3})-)?(?P<h>[0-9]{1,3}):(?P<m>[0-5][0-9])(?::(?P<s>[0-5][0-9]))?$"
+from factoryhub.spawners.model.slurm_units import (
+    format_walltime,
+    human_walltime,
+    parse_walltime,
+    walltime_seconds,
 )
 
-
-def parse_walltime(value: str) -> int:
-    """Seconds in a Slurm time string: ``HH:MM``, ``HH:MM:SS`` or ``D-HH:MM[:SS]``."""
-    match = _TIME.fullmatch(value)
-    if not match:
-        raise ValueError(f"not a time of the form HH:MM:SS or D-HH:MM:SS: {value!r}")
-    days = int(match["d"] or 0)
-    hours, minutes, seconds = int(match["h"]), int(match["m"]), int(match["s"] or 0)
-    if match["d"] is not None and hours > 23:
-        raise ValueError(f"hours must be below 24 when days are given: {value!r}")
-    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
-
-
-def format_walltime(seconds: int) -> str:
-    """The Slurm time string ``D-HH:MM:SS`` (or ``HH:MM:SS`` under a day)."""
-    days, rest = divmod(int(seconds), 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    hms = f"{hours:02d}:{minutes:02d}:{secs:02d}"
-    return f"{days}-{hms}" if days else hms
-
-
-def human_walltime(seconds: int) -> str:
-    """``8 h``, ``1 day``, ``1 day 12 h``, ``30 min``: for people, not for Slurm."""
-    days, rest = divmod(int(seconds), 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes = rest // 60
-    parts = []
-    if days:
-        parts.append(f"{days} day{'s' if days != 1 else ''}")
-    if hours:
-        parts.append(f"{hours} h")
-    if minutes:
-        parts.append(f"{minutes} min")
-    return " ".join(parts) or f"{seconds} s"
+__all__ = [
+    "IntRange",
+    "Profile",
+    "format_walltime",
+    "human_walltime",
+    "load_profiles",
+    "parse_walltime",
+    "profiles_for",
+]
 
 
 @dataclass(frozen=True)
 class IntRange:
+    """An integer the user may choose: ``min <= default <= max``; ``min == max`` = no choice."""
+
     default: int
     min: int
     max: int
 
     @property
     def fixed(self) -> bool:
+        """True when the user has no choice."""
         return self.min == self.max
 
     @classmethod
-    def from_config(cls, data: Mapping[str, Any] | None, fallback: int = 0) -> IntRange:
-        if not data:
-            return cls(fallback, fallback, fallback)
-        default = int(data.get("default", data.get("min", fallback)))
-        return cls(default, int(data.get("min", default)), int(data.get("max", default)))
+    def from_config(cls, data: Mapping[str, Any]) -> IntRange:
+        return cls(default=int(data["default"]), min=int(data["min"]), max=int(data["max"]))
+
+    def to_config(self) -> dict[str, int]:
+        return {"default": self.default, "min": self.min, "max": self.max}
 
 
 @dataclass(frozen=True)
 class Profile:
+    """One choice on the spawn page. Walltimes are seconds; ``image`` "" runs the server in
+    the nodes' Python environment; no allowed groups and users = everyone may use it."""
+
     name: str
     display_name: str
     description: str
@@ -82,34 +65,59 @@ class Profile:
     gpus: IntRange
     walltime_default: int
     walltime_max: int
-    allowed_groups: frozenset[str]
-    allowed_users: frozenset[str]
-    image: str = ""  # run the server in this container image (Apptainer); "" = no image
+    allowed_groups: tuple[str, ...]
+    allowed_users: tuple[str, ...]
+    image: str
 
     @classmethod
     def from_config(cls, data: Mapping[str, Any]) -> Profile:
-        walltime = data.get("walltime") or {}
+        """The profile of a site file entry (defaults filled in). ``allowed_groups``,
+        ``allowed_users`` and ``image`` have no default: absent means not restricted and no
+        image."""
         return cls(
             name=str(data["name"]),
-            display_name=str(data.get("display_name") or data["name"]),
-            description=str(data.get("description", "")),
+            display_name=str(data["display_name"]),
+            description=str(data["description"]),
             partition=str(data["partition"]),
-            cpus=int(data.get("cpus", 1)),
-            memory_gb=IntRange.from_config(data.get("memory_gb"), fallback=1),
-            gpus=IntRange.from_config(data.get("gpus"), fallback=0),
-            walltime_default=parse_walltime(str(walltime.get("default", "01:00:00"))),
-            walltime_max=parse_walltime(
-                str(walltime.get("max", walltime.get("default", "01:00:00")))
-            ),
-            allowed_groups=frozenset(data.get("allowed_groups") or ()),
-            allowed_users=frozenset(data.get("allowed_users") or ()),
+            cpus=int(data["cpus"]),
+            memory_gb=IntRange.from_config(data["memory_gb"]),
+            gpus=IntRange.from_config(data["gpus"]),
+            walltime_default=walltime_seconds(data["walltime"]["default"]),
+            walltime_max=walltime_seconds(data["walltime"]["max"]),
+            allowed_groups=tuple(data.get("allowed_groups") or ()),
+            allowed_users=tuple(data.get("allowed_users") or ()),
             image=str(data.get("image") or ""),
         )
 
-    def allows(self, username: str, groups: Iterable[str]) -> bool:
-        if not self.allowed_groups and not self.allowed_users:
+    def to_config(self) -> dict[str, Any]:
+        """A plain JSON-able dict (what the hub hands the spawner through traitlets config)."""
+        return {
+            "name": self.name,
+            "display_name": self.display_name,
+            "description": self.description,
+            "partition": self.partition,
+            "cpus": self.cpus,
+            "memory_gb": self.memory_gb.to_config(),
+            "gpus": self.gpus.to_config(),
+            "walltime": {
+                "default": format_walltime(self.walltime_default),
+                "max": format_walltime(self.walltime_max),
+            },
+            "allowed_groups": list(self.allowed_groups),
+            "allowed_users": list(self.allowed_users),
+            "image": self.image,
+        }
+
+    @property
+    def restricted(self) -> bool:
+        """True when only the listed groups/users may use the profile."""
+        return bool(self.allowed_groups or self.allowed_users)
+
+    def allows(self, username: str, groups: Iterable[str] = ()) -> bool:
+        """Whether ``username`` (member of ``groups``) may use the profile."""
+        if not self.restricted:
             return True
-        return username in self.allowed_users or bool(self.allowed_groups.intersection(groups))
+        return username in self.allowed_users or any(g in self.allowed_groups for g in groups)
 
     def to_form(self) -> dict[str, Any]:
         """What the options form needs to show this profile (JSON-able)."""
@@ -119,8 +127,8 @@ class Profile:
             "description": self.description,
             "partition": self.partition,
             "cpus": self.cpus,
-            "memory_gb": vars(self.memory_gb),
-            "gpus": vars(self.gpus),
+            "memory_gb": self.memory_gb.to_config(),
+            "gpus": self.gpus.to_config(),
             "walltime_default": format_walltime(self.walltime_default),
             "walltime_max": format_walltime(self.walltime_max),
             "walltime_max_human": human_walltime(self.walltime_max),

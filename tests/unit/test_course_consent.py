@@ -73,7 +73,7 @@ def test_the_home_page_shows_an_invitation(tmp_path: Path) -> None:
     db = tmp_path / "courses.sqlite"
     CourseStore(db).save_edits("intro-ai", {"participant_users": ["ann", "ivy"]}, "tara")
     user = type("U", (), {"name": "ivy", "groups": [], "spawners": {}})()
-    (entry,) = courses_for_home([a_course().to_config()], str(db), user)
+    (entry,) = courses_for_home([a_course()], str(db), user)
     assert entry["invited"] and not entry["takes"]
 
 

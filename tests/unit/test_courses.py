@@ -29,7 +29,7 @@ from factoryhub.hub.site import loader as site
 from factoryhub.hub.site.loader import SiteError, parse_site
 from factoryhub.spawners.courses.store import CourseStore
 from factoryhub.spawners.model.courses import Course, course_groups, hub_group, load_courses
-from factoryhub.spawners.model.profiles import load_profiles
+from factoryhub.spawners.model.slurm_units import memory_mb
 from factoryhub.spawners.options import OptionsError, validate_course_options
 from factoryhub.spawners.slurm.local import parse_show_line
 
@@ -70,9 +70,15 @@ def a_course(**changes: Any) -> Course:
         "account": "factory-ops",
         "start": TODAY - timedelta(days=1),
         "end": TODAY + timedelta(days=1),
+        "description": "",
+        "trainer_users": (),
         "trainer_groups": ("trainers",),
         "participant_users": ("ann",),
         "participant_groups": ("cohort",),
+        "reservation": "",
+        "materials_path": "",
+        "materials_git": "",
+        "materials_ref": "",
     }
     base.update(changes)
     return Course(**base)
@@ -189,7 +195,7 @@ def test_the_store_merges_edits_and_logs_events(tmp_path: Path) -> None:
 
 def profile() -> Any:
     s = site.load_site(site.example_site_path())
-    return load_profiles([s.profile("cpu-small").to_config()])[0]
+    return s.profile("cpu-small")
 
 
 def test_a_course_server_is_pinned_to_the_courses_profile_and_account() -> None:
@@ -246,7 +252,7 @@ def test_no_courses_no_service_and_no_named_servers() -> None:
 
 
 def test_the_home_page_lists_the_courses_a_user_takes_or_teaches(tmp_path: Path) -> None:
-    configs = [a_course().to_config()]
+    configs = [a_course()]
     groups = [SimpleNamespace(name="trainers")]
     running = SimpleNamespace(ready=True, pending=None)
     ann = SimpleNamespace(name="ann", groups=[], spawners={"intro": running})
@@ -294,7 +300,7 @@ def test_scontrol_lines_and_capacity_arithmetic() -> None:
     res = parse_show_line("ReservationName=r Nodes=n[01-03],m7 CoreCnt=4 TRES=cpu=6 State=ACTIVE")
     assert cap.reservation_cpus(res) == 6
     assert cap._expand_nodes(res["Nodes"]) == {"n01", "n02", "n03", "m7"}
-    assert cap.memory_mb("2G") == 2048 and cap.memory_mb("500M") == 500
+    assert memory_mb("2G") == 2048 and memory_mb("500M") == 500
 
 
 def test_collect_packs_notebooks_only_and_never_through_links(tmp_path: Path) -> None:

@@ -9,18 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factoryhub.spawners.jobscript import UnsafeValue, render_job_script, sbatch_value
-from factoryhub.spawners.model.profiles import (
-    Profile,
-    format_walltime,
-    human_walltime,
-    parse_walltime,
-    profiles_for,
-)
-from factoryhub.spawners.model.projects import Project, Usage, projects_for
+from factoryhub.spawners.model.profiles import profiles_for
+from factoryhub.spawners.model.projects import Usage, projects_for
+from factoryhub.spawners.model.slurm_units import format_walltime, human_walltime, parse_walltime
 from factoryhub.spawners.options import JobRequest, OptionsError, validate_options
 
+from .site.helpers import a_profile, a_project
+
 PROFILES = (
-    Profile.from_config(
+    a_profile(
         {
             "name": "cpu-small",
             "display_name": "Small CPU",
@@ -30,7 +27,7 @@ PROFILES = (
             "walltime": {"default": "02:00:00", "max": "08:00:00"},
         }
     ),
-    Profile.from_config(
+    a_profile(
         {
             "name": "gpu-1",
             "display_name": "One GPU",
@@ -229,18 +226,17 @@ def test_a_trailing_newline_is_no_safe_value(value: str) -> None:
 
 
 PROJECTS = (
-    Project.from_config(
+    a_project(
         {
             "name": "acme-ai",
             "display_name": "ACME AI",
             "account": "acme-ai",
             "groups": ["acme-ai"],
             "profiles": ["cpu-small", "gpu-1"],
-            "max_servers": 1,
-            "max_gpus_per_user": 1,
+            "limits": {"max_servers": 1, "max_gpus_per_user": 1},
         }
     ),
-    Project.from_config(
+    a_project(
         {
             "name": "climate-lab",
             "display_name": "Climate Lab",

@@ -34,8 +34,10 @@ STAFF = Person("stan", frozenset({"factory-staff"}))
 RESEARCHER = Person("ravi", frozenset({"climate-lab"}))
 ADMIN = Person("ada", frozenset(), admin=True)
 RULES = [
-    AccessRule(allow=("run", "schedule", "see_all"), groups=("factory-staff",)),
-    AccessRule(allow=("run",), groups=("climate-lab",), reports=("model-evaluation",)),
+    AccessRule(
+        allow=("run", "schedule", "see_all"), groups=("factory-staff",), users=(), reports=("*",)
+    ),
+    AccessRule(allow=("run",), groups=("climate-lab",), users=(), reports=("model-evaluation",)),
 ]
 
 

@@ -17,7 +17,8 @@ from factoryhub.hub.services import (
     merge_settings,
 )
 from factoryhub.hub.site import loader as site
-from factoryhub.hub.site.loader import IdleCuller, SiteError, parse_site
+from factoryhub.hub.site.culler import IdleCuller, build_idle_culler
+from factoryhub.hub.site.loader import SiteError, parse_site
 
 PYTHON = "/opt/hub-env/bin/python"
 
@@ -55,10 +56,12 @@ def test_the_example_documents_the_section() -> None:
     assert "idle_culler:" in site.example_site_path().read_text()
 
 
-def test_site_constructed_without_it_gets_the_defaults() -> None:
-    s = parse_site(local_site())
-    fields = {f.name: getattr(s, f.name) for f in dataclasses.fields(s) if f.name != "idle_culler"}
-    assert type(s)(**fields).idle_culler == IdleCuller()
+def test_the_defaults_live_in_the_schema_only() -> None:
+    # the settings have no defaults of their own: a section left out gets the schema's
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(IdleCuller))
+    props = site.schema()["properties"]["idle_culler"]["properties"]
+    defaults = {key: prop["default"] for key, prop in props.items()}
+    assert build_idle_culler(defaults) == IdleCuller(enabled=True, timeout=3600, every=300)
 
 
 def test_schema_of_the_section() -> None:
