@@ -1,6 +1,9 @@
 # FactoryHub on one machine. Run as root.
 #   make up [SITE=path/to/site.yaml]   Slurm + demo users + hub on http://127.0.0.1:8000
 #   make down | make status | make test | make lint | make images | make chart-schema
+#   make unit                          unit and chart tests of the working tree: no root, no
+#                                      Slurm, no install, seconds
+#   make lint                          ruff (check, format) and mypy (make typecheck)
 #   make lock [UPGRADE=1]              recompile requirements/local.lock and test.lock (uv)
 VENV ?= /opt/factoryhub/venv
 SITE ?=
@@ -11,7 +14,8 @@ ARTIFACTS := test-artifacts
 export FACTORYHUB_VENV := $(VENV)
 export FACTORYHUB_REPO := $(CURDIR)
 
-.PHONY: install install-test lock up down status lint test test-fresh bench images chart-schema
+.PHONY: install install-test lock up down status lint typecheck unit src-links test test-fresh \
+	bench images chart-schema
 
 # make up installs requirements/local.lock; make test (install-test) requirements/test.lock.
 install:
@@ -30,9 +34,28 @@ down:
 status:
 	$(LOCAL) status
 
-lint:
+lint: typecheck
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The working tree under its installed names, as links: build/src/factoryhub/hub is hub/, ...
+# (pyproject.toml's package-dir, and local/pyproject.toml's for local/). `make unit` imports
+# it and mypy checks it, so neither needs factoryhub reinstalled.
+SRC_LINKS := build/src/factoryhub
+PACKAGE_FOLDERS := hub spawners helpers notebooks local
+src-links:
+	@mkdir -p $(SRC_LINKS)
+	@for folder in $(PACKAGE_FOLDERS); do ln -sfn ../../../$$folder $(SRC_LINKS)/$$folder; done
+
+# mypy with pyproject.toml's [tool.mypy] (it checks build/src/factoryhub).
+typecheck: src-links
+	$(VENV)/bin/mypy
+
+# The tests that need no root, no Slurm, no IdP and no network (tests/unit and tests/chart's
+# offline helm renders; those marked slurm are left out), against the working tree.
+unit: src-links
+	PYTHONPATH="$(CURDIR)/build/src" $(PYTHON) -m pytest tests/unit tests/chart -m "not slurm" \
+		-p no:cacheprovider -q
 
 install-test:
 	bash local/install.sh --test
