@@ -40,6 +40,7 @@ from factoryhub.hub.oidc import (
 )
 from factoryhub.spawners.courses.store import CourseStore
 from factoryhub.spawners.model.courses import course_groups, load_courses
+from factoryhub.spawners.model.projects import load_projects, projects_for
 from factoryhub.spawners.slurm.accounts import AccountingError, ensure_user_in_account
 from factoryhub.spawners.system_accounts import SystemAccountError, check_not_system_account
 
@@ -267,23 +268,19 @@ class FactoryOIDCAuthenticator(GenericOAuthenticator):
                 ) from None
             await self._create_unix_user(username)
         if self.manage_slurm_associations:
-            mine = set(groups)
-            for project in self.projects:
-                if mine.intersection(project.get("groups") or ()):
-                    try:
-                        await asyncio.to_thread(
-                            ensure_user_in_account, username, project["account"]
-                        )
-                    except AccountingError as e:
-                        self.log.error(
-                            "Adding %s to account %s failed: %s", username, project["account"], e
-                        )
-                        raise web.HTTPError(
-                            503,
-                            f"Your project {project.get('display_name', project['name'])} could "
-                            "not be set up on the cluster's accounting right now. Please try "
-                            "again in a few minutes; if it persists, tell the factory's support.",
-                        ) from None
+            for project in projects_for(load_projects(self.projects), groups):
+                try:
+                    await asyncio.to_thread(ensure_user_in_account, username, project.account)
+                except AccountingError as e:
+                    self.log.error(
+                        "Adding %s to account %s failed: %s", username, project.account, e
+                    )
+                    raise web.HTTPError(
+                        503,
+                        f"Your project {project.display_name} could not be set up on the "
+                        "cluster's accounting right now. Please try again in a few minutes; if "
+                        "it persists, tell the factory's support.",
+                    ) from None
 
     async def _create_unix_user(self, username: str) -> None:
         proc = await asyncio.create_subprocess_exec(
