@@ -24,7 +24,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlparse
@@ -160,7 +160,7 @@ def page(method: Any) -> Any:
 def application(
     prefix: str,
     index: type[web.RequestHandler],
-    routes: list[tuple[str, type[web.RequestHandler]]],
+    routes: Sequence[tuple[str, type[web.RequestHandler]]],
     templates: str,
     filters: Mapping[str, Callable[..., Any]],
     **settings: Any,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,22 @@ def _metrics(loss_sum: float, correct: float, count: float) -> dict[str, float]:
     }
 
 
+def _by_language(
+    langs: Sequence[str], loss: np.ndarray, correct: np.ndarray, count: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """The metrics of each label's documents (``"(none)"``: documents without one), from the
+    per-document sums; labels with no byte scored are left out."""
+    by_language: dict[str, dict[str, float]] = {}
+    labels = np.array(langs, dtype=object)
+    for lang in sorted(set(langs)):
+        mask = labels == lang
+        if count[mask].sum():
+            by_language[lang or "(none)"] = _metrics(
+                loss[mask].sum(), correct[mask].sum(), count[mask].sum()
+            )
+    return by_language
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -169,14 +186,6 @@ def evaluate(
     finally:
         lm.train(was_training)
     total = _metrics(doc_loss.sum(), doc_correct.sum(), doc_count.sum())
-    by_language: dict[str, dict[str, float]] = {}
-    langs = np.array(stream.langs, dtype=object)
-    for lang in sorted(set(stream.langs)):
-        mask = langs == lang
-        if doc_count[mask].sum():
-            by_language[lang or "(none)"] = _metrics(
-                doc_loss[mask].sum(), doc_correct[mask].sum(), doc_count[mask].sum()
-            )
     with np.errstate(invalid="ignore", divide="ignore"):
         document_loss = np.where(doc_count > 0, doc_loss / doc_count, np.nan)
     return EvalResult(
@@ -184,8 +193,8 @@ def evaluate(
         perplexity=total["perplexity"],
         bits_per_byte=total["bits_per_byte"],
         accuracy=total["accuracy"],
-        tokens=total["tokens"],
-        by_language=by_language,
+        tokens=int(total["tokens"]),
+        by_language=_by_language(stream.langs, doc_loss, doc_correct, doc_count),
         by_position=(pos_loss / max(pos_count, 1)).tolist(),
         document_loss=document_loss,
         document_bytes=doc_count,

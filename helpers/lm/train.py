@@ -184,6 +184,150 @@ def _val_loss(model: ByteLM, dataset: ByteDataset, config: TrainConfig, rt: Runt
     return (total[0] / total[1]).item()
 
 
+@dataclass
+class _Tally:
+    """What the loop counts: the loss and steps since the last logged step, the tokens since
+    then and in all, and training time (the intervals between logged steps, without the
+    evaluations, checkpoints and callbacks done at them)."""
+
+    loss_sum: torch.Tensor
+    started: float
+    last: float
+    train_time: float = 0.0
+    tokens_total: int = 0
+    tokens_since: int = 0
+    steps_since: int = 0
+
+
+@dataclass
+class _Loop:
+    """One :func:`train` call: what each step uses and what it reports to."""
+
+    config: TrainConfig
+    rt: Runtime
+    lm: ByteLM
+    net: nn.Module  # lm, or lm wrapped in DistributedDataParallel
+    optimizer: Any
+    dataset: ByteDataset
+    generator: torch.Generator
+    autocast: bool  # bf16 on GPUs that have it
+    result: TrainResult
+    tally: _Tally
+    out: Path | None
+    extra: dict[str, Any]  # saved with every checkpoint
+    callback: Callable[[dict[str, Any]], None] | None
+    stop: StopFlag | None
+
+    def step(self, step: int) -> None:
+        """One optimizer step (``step`` counts from 1)."""
+        rt, config = self.rt, self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(step - 1, config)
+        context = self.lm.config.context
+        x, y = self.dataset.batch("train", config.batch_size, context, self.generator, rt.device)
+        with torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            _, loss = self.net(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.lm.parameters(), config.grad_clip)
+        self.optimizer.step()
+        self.tally.loss_sum += loss.detach()
+        self.tally.steps_since += 1
+        self.tally.tokens_since += config.batch_size * context * rt.world_size
+
+    def log(self, step: int, final: bool) -> bool:
+        """The logged step ``step``: metrics (on every rank: their collectives match up), then
+        on rank 0 the history, the metrics file, a checkpoint when due, the callback. True when
+        the stop flag was set on any rank."""
+        metrics, stopping = self._metrics(step)
+        config, tally = self.config, self.tally
+        if config.eval_interval > 0 and (final or stopping or step % config.eval_interval == 0):
+            metrics["val_loss"] = _val_loss(self.lm, self.dataset, config, self.rt)
+        tally.loss_sum.zero_()
+        tally.steps_since, tally.tokens_since = 0, 0
+        self.result.step = step
+        if self.rt.is_main:
+            self._record(metrics, step, final or stopping)
+        tally.last = time.perf_counter()
+        return stopping
+
+    def _metrics(self, step: int) -> tuple[dict[str, Any], bool]:
+        tally = self.tally
+        flag = float(self.stop is not None and self.stop.is_set())
+        shared = torch.tensor([0.0, tally.steps_since, flag], **_on(self.rt))
+        shared[0] = tally.loss_sum
+        if self.rt.world_size > 1:
+            dist.all_reduce(shared)
+        loss_total, count, stops = shared.tolist()  # waits for the device: timing is right
+        now = time.perf_counter()
+        interval = now - tally.last
+        tally.train_time += interval
+        tally.tokens_total += tally.tokens_since
+        metrics: dict[str, Any] = {
+            "step": step,
+            "loss": loss_total / count,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "tokens_per_s": tally.tokens_since / interval if interval > 0 else 0.0,
+            "tokens": tally.tokens_total,
+            "epochs": tally.tokens_total / max(1, len(self.dataset.train)),
+            "elapsed_s": now - tally.started,
+        }
+        return metrics, stops > 0
+
+    def _record(self, metrics: dict[str, Any], step: int, last: bool) -> None:
+        self.result.history.append(metrics)
+        out, every = self.out, self.config.checkpoint_interval
+        if out is not None:
+            with open(out / METRICS_FILE, "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            if last or (every > 0 and step % every == 0):
+                path = save_checkpoint(out / CHECKPOINT_FILE, self.lm, step=step,
+                                       train_config=self.config, optimizer=self.optimizer,
+                                       extra=self.extra)  # fmt: skip
+                self.result.checkpoint = str(path)
+        if self.callback is not None:
+            self.callback(metrics)
+
+    def finish(self) -> TrainResult:
+        """The result's totals, and ``done.json`` on rank 0."""
+        result, tally, out = self.result, self.tally, self.out
+        result.elapsed_s = time.perf_counter() - tally.started
+        result.tokens_per_s = tally.tokens_total / tally.train_time if tally.train_time > 0 else 0.0
+        if out is not None:
+            if result.checkpoint is None and (out / CHECKPOINT_FILE).exists():
+                result.checkpoint = str(out / CHECKPOINT_FILE)
+            done = {**result.summary(), "steps": self.config.steps, "finished_at": time.time()}
+            (out / DONE_FILE).write_text(json.dumps(done, indent=2) + "\n")
+        return result
+
+
+def _run_folder(out_dir: str | Path | None, rt: Runtime, start_step: int) -> Path | None:
+    """Rank 0's run folder, made, without a previous ``done.json`` (nor, on a fresh start,
+    its metrics); None on other ranks and without ``out_dir``."""
+    out = Path(out_dir).expanduser() if out_dir is not None and rt.is_main else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / DONE_FILE).unlink(missing_ok=True)
+        if start_step == 0:
+            (out / METRICS_FILE).unlink(missing_ok=True)
+    return out
+
+
+def _on_device(model: nn.Module, rt: Runtime) -> tuple[ByteLM, nn.Module]:
+    """The model on the runtime's device in training mode, and what the loop calls: the model
+    itself, or the model in DistributedDataParallel when there are several processes."""
+    lm = unwrap(model).to(rt.device)
+    lm.train()
+    net: nn.Module = lm
+    if rt.world_size > 1:
+        ids = [rt.device.index] if rt.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(lm, device_ids=ids)
+    if rt.device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+    return lm, net
+
+
 def train(
     model: nn.Module,
     dataset: ByteDataset,
@@ -205,99 +349,29 @@ def train(
     ``optimizer_state`` resume from a checkpoint."""
     config = config or TrainConfig()
     rt = setup(config.device)
-    lm = unwrap(model).to(rt.device)
-    lm.train()
-    net: nn.Module = lm
-    if rt.world_size > 1:
-        ids = [rt.device.index] if rt.device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(lm, device_ids=ids)
-    if rt.device.type == "cuda":
-        torch.set_float32_matmul_precision("high")
+    lm, net = _on_device(model, rt)
     optimizer = make_optimizer(lm, config, rt.device)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
     generator = torch.Generator().manual_seed(config.seed * 100_003 + rt.rank + start_step)
     autocast = rt.device.type == "cuda" and torch.cuda.is_bf16_supported()
-    context, batch = lm.config.context, config.batch_size
-    extra = {"dataset": dataset.describe()}  # saved with every checkpoint
-    out = Path(out_dir).expanduser() if out_dir is not None and rt.is_main else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / DONE_FILE).unlink(missing_ok=True)
-        if start_step == 0:
-            (out / METRICS_FILE).unlink(missing_ok=True)
+    extra = {"dataset": dataset.describe()}
+    out = _run_folder(out_dir, rt, start_step)
     result = TrainResult(start_step, device=str(rt.device), world_size=rt.world_size)
-    started = last = time.perf_counter()
-    train_time, tokens_total, tokens_since = 0.0, 0, 0
-    loss_sum = torch.zeros((), device=rt.device)
-    steps_since = 0
+    now = time.perf_counter()
+    tally = _Tally(torch.zeros((), device=rt.device), started=now, last=now)
+    loop = _Loop(config, rt, lm, net, optimizer, dataset, generator, autocast, result, tally,
+                 out, extra, callback, stop)  # fmt: skip
     for step in range(start_step + 1, config.steps + 1):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step - 1, config)
-        x, y = dataset.batch("train", batch, context, generator, rt.device)
-        with torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=autocast):
-            _, loss = net(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(lm.parameters(), config.grad_clip)
-        optimizer.step()
-        loss_sum += loss.detach()
-        steps_since += 1
-        tokens_since += batch * context * rt.world_size
+        loop.step(step)
         final = step == config.steps
         if not (final or step == start_step + 1 or step % max(1, config.log_interval) == 0):
             continue
-        # every rank reaches this point at the same steps: the collectives below match up
-        flag = float(stop is not None and stop.is_set())
-        shared = torch.tensor([0.0, steps_since, flag], **_on(rt))
-        shared[0] = loss_sum
-        if rt.world_size > 1:
-            dist.all_reduce(shared)
-        loss_total, count, stops = shared.tolist()  # waits for the device: timing is right
-        now = time.perf_counter()
-        interval = now - last
-        train_time += interval
-        tokens_total += tokens_since
-        metrics: dict[str, Any] = {
-            "step": step,
-            "loss": loss_total / count,
-            "lr": optimizer.param_groups[0]["lr"],
-            "tokens_per_s": tokens_since / interval if interval > 0 else 0.0,
-            "tokens": tokens_total,
-            "epochs": tokens_total / max(1, len(dataset.train)),
-            "elapsed_s": now - started,
-        }
-        stopping = stops > 0
-        if config.eval_interval > 0 and (final or stopping or step % config.eval_interval == 0):
-            metrics["val_loss"] = _val_loss(lm, dataset, config, rt)
-        loss_sum.zero_()
-        steps_since, tokens_since = 0, 0
-        result.step = step
-        if rt.is_main:
-            result.history.append(metrics)
-            if out is not None:
-                with open(out / METRICS_FILE, "a") as f:
-                    f.write(json.dumps(metrics) + "\n")
-            every = config.checkpoint_interval
-            if out is not None and (final or stopping or (every > 0 and step % every == 0)):
-                path = save_checkpoint(out / CHECKPOINT_FILE, lm, step=step, train_config=config,
-                                       optimizer=optimizer, extra=extra)  # fmt: skip
-                result.checkpoint = str(path)
-            if callback is not None:
-                callback(metrics)
-        last = time.perf_counter()
-        if stopping:
-            result.stopped = True
+        # every rank reaches this point at the same steps: the collectives of log match up
+        if loop.log(step, final):
+            loop.result.stopped = True
             break
-    result.elapsed_s = time.perf_counter() - started
-    result.tokens_per_s = tokens_total / train_time if train_time > 0 else 0.0
-    if out is not None:
-        if result.checkpoint is None and (out / CHECKPOINT_FILE).exists():
-            result.checkpoint = str(out / CHECKPOINT_FILE)
-        done = {**result.summary(), "steps": config.steps, "finished_at": time.time()}
-        (out / DONE_FILE).write_text(json.dumps(done, indent=2) + "\n")
-    return result
+    return loop.finish()
 
 
 def _on(rt: Runtime) -> dict[str, Any]:

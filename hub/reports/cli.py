@@ -103,10 +103,10 @@ def cmd_run(api: Api, args: argparse.Namespace, hub: str) -> int:
 def cmd_list(api: Api, args: argparse.Namespace, hub: str) -> int:
     if args.available:
         for report in api.call("GET", "/reports")["reports"]:
-            params = " ".join(
+            defaults = " ".join(
                 f"{p['name']}={json.dumps(p['default'])}" for p in report["parameters"]
             )
-            print(f"{report['name']:24s} {report['title']}  [{params}]")
+            print(f"{report['name']:24s} {report['title']}  [{defaults}]")
         return 0
     params = {"report": args.report} if args.report else {}
     runs = api.call("GET", "/runs", params=params)["runs"]

@@ -181,7 +181,8 @@ class RunStore:
 
     def runs(self, user: str | None = None, limit: int = 200) -> list[Run]:
         """Newest first; only ``user``'s when given."""
-        query, args = "SELECT * FROM runs", ()
+        query = "SELECT * FROM runs"
+        args: tuple[str, ...] = ()
         if user is not None:
             query, args = query + " WHERE user = ?", (user,)
         with self._db() as db:
