@@ -3,6 +3,10 @@ and POSIX names."""
 
 from __future__ import annotations
 
+import ast
+import sys
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -159,3 +163,25 @@ def test_user_templates_fill_exactly_home_and_username() -> None:
 )  # fmt: skip
 def test_posix_names(name: object, ok: bool) -> None:
     assert is_posix_name(name) is ok
+
+
+# --------------------------------------------------------------------------- a leaf
+
+
+def test_the_model_is_a_leaf() -> None:
+    # the model imports the standard library and itself only: hub and spawner code both
+    # stand on it, never the other way round
+    folder = Path(__file__).resolve().parents[2] / "spawners" / "model"
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                found = [node.module or ""]
+            else:
+                continue
+            for name in found:
+                top = name.split(".")[0]
+                assert top in sys.stdlib_module_names or name.startswith(
+                    "factoryhub.spawners.model"
+                ), f"{path.name} imports {name}"
