@@ -3,6 +3,8 @@ built from partial site entries with the schema's defaults (no defaults in the m
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -20,8 +22,15 @@ EXAMPLE = example_site_path()
 SLURM_TIME = re.compile(SLURM_TIME_PATTERN.removesuffix("$"))
 
 
-def example() -> dict[str, Any]:
+@functools.cache
+def _example() -> dict[str, Any]:
     return yaml.safe_load(EXAMPLE.read_text())
+
+
+def example() -> dict[str, Any]:
+    """The example site file as data, a fresh copy each call (parsed once: the property
+    tests build hundreds of sites from it)."""
+    return copy.deepcopy(_example())
 
 
 def errors_of(data: Any) -> SiteError:
