@@ -248,11 +248,8 @@ def _mapping(job: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 def accounted_job(job: Mapping[str, Any]) -> AccountedJob:
     """A v0.0.38 accounting record; ValueError without a job id."""
-    times = job.get("time") if isinstance(job.get("time"), Mapping) else {}
-    state = job.get("state") if isinstance(job.get("state"), Mapping) else {}
-    allocated = (
-        (job.get("tres") or {}).get("allocated") if isinstance(job.get("tres"), Mapping) else []
-    )
+    times, state = _mapping(job, "time"), _mapping(job, "state")
+    allocated = _mapping(job, "tres").get("allocated")
     current = state.get("current")
     return AccountedJob(
         job_id=job_id_of(job.get("job_id")),

@@ -158,12 +158,14 @@ class LocalSlurmClient:
         ids = [j for j in job_ids if j and j.isdigit()]
         if not ids:
             return {}
-        return by_id(await self._do(commands.jobs()), ids)
+        jobs: list[JobInfo] = await self._do(commands.jobs())
+        return by_id(jobs, ids)
 
     async def jobs_named(self, prefix: str, states: str = "") -> list[JobInfo]:
         """Jobs whose name starts with ``prefix``: active ones, or all (``states="all"``:
         ended ones too, while Slurm still lists them). One ``squeue --json`` call."""
-        return named(await self._do(commands.jobs()), prefix, states)
+        jobs: list[JobInfo] = await self._do(commands.jobs())
+        return named(jobs, prefix, states)
 
     async def cancel(self, username: str, job_id: str) -> None:
         """Cancel ``job_id`` as ``username``. A job already gone is not an error."""
