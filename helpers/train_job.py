@@ -67,7 +67,7 @@ def _check_int(name: str, value: Any, low: int, high: int) -> int:
     return value
 
 
-def _check_path(name: str, value: str, allow_empty: bool = False) -> str:
+def _check_path(name: str, value: object, allow_empty: bool = False) -> str:
     if allow_empty and value == "":
         return value
     expanded = os.path.expanduser(value) if isinstance(value, str) else value
@@ -119,7 +119,7 @@ class TrainJobRequest:
             raise InvalidRequest(f"walltime: {e}") from None
         if self.model_size not in MODEL_SIZES:
             raise InvalidRequest(f"model_size must be one of {', '.join(MODEL_SIZES)}")
-        lr = self.learning_rate
+        lr: object = self.learning_rate
         if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr <= 1:
             raise InvalidRequest(f"learning_rate must be a number in (0, 1], got {lr!r}")
         if self.extra:

@@ -48,7 +48,7 @@ from factoryhub.spawners.system_accounts import SystemAccountError, check_not_sy
 class FactoryLoginHandler(OAuthLoginHandler):
     """Checks that the identity provider answers before sending the browser there."""
 
-    async def get(self) -> None:  # type: ignore[override]
+    async def get(self) -> None:
         problem = await self.authenticator.provider_problem()
         if problem:
             raise web.HTTPError(503, problem)

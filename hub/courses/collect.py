@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
 import pwd
 import shutil
@@ -27,7 +26,7 @@ import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO
 
 from factoryhub.spawners import user_files
 from factoryhub.spawners.user_env import minimal_env
@@ -45,7 +44,7 @@ class Collected:
     problems: dict[str, str] = field(default_factory=dict)  # participant -> why not
 
 
-def pack(source: Path, out: io.BufferedIOBase) -> int:
+def pack(source: Path, out: IO[bytes]) -> int:
     """Write a tar of the notebooks under ``source`` to ``out``; returns how many."""
     count = total = 0
     with tarfile.open(fileobj=out, mode="w|") as tar:
@@ -74,7 +73,7 @@ def _nofollow(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NOFOLLOW)
 
 
-def unpack(target: Path, source: io.BufferedIOBase) -> int:
+def unpack(target: Path, source: IO[bytes]) -> int:
     """Write the notebooks of the tar on ``source`` under ``target`` (regular files only, no
     absolute or ``..`` names, never through a link, never over an existing file): through
     :mod:`user_files`, relative to directory descriptors."""
@@ -99,7 +98,7 @@ def unpack(target: Path, source: io.BufferedIOBase) -> int:
     return count
 
 
-def _unpack_one(root_fd: int, name: PurePosixPath, data: BinaryIO) -> int:
+def _unpack_one(root_fd: int, name: PurePosixPath, data: IO[bytes]) -> int:
     try:
         dir_fd = user_files.open_subdir(root_fd, name.parts[:-1], create=0o700, follow=False)
     except user_files.UnsafePath:

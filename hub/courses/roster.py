@@ -209,12 +209,12 @@ def participants(course: Course, users: dict[str, dict[str, Any]]) -> list[Parti
         )
     known = {p.name for p in found}
     for name in sorted(set(course.participant_users) - known):
-        model = users.get(name)
-        answer = course.invitation(name, (model or {}).get("groups") or ())
-        state = answer or ("never-signed-in" if model is None else "invited")
+        hub_user = users.get(name)
+        answer = course.invitation(name, (hub_user or {}).get("groups") or ())
+        state = answer or ("never-signed-in" if hub_user is None else "invited")
         found.append(
             Participant(
-                name=name, signed_in=False, state=state, admin=bool((model or {}).get("admin"))
+                name=name, signed_in=False, state=state, admin=bool((hub_user or {}).get("admin"))
             )
         )
     return found

@@ -140,7 +140,7 @@ class _StrictLoader(yaml.SafeLoader):
         self.flatten_mapping(node)
         seen: dict[Any, yaml.Node] = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             try:
                 dup = key in seen
             except TypeError:
@@ -165,7 +165,7 @@ _StrictLoader.yaml_implicit_resolvers = {
 
 _StrictLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _StrictLoader.construct_mapping,  # type: ignore[arg-type]
+    _StrictLoader.construct_mapping,
 )
 
 

@@ -7,7 +7,7 @@ declared in ``slurm.partitions``, ``min <= default <= max`` and the walltime's
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from factoryhub.hub.site.problems import Problem, entries, not_declared, show, unique_names
 from factoryhub.hub.site.schema import SLURM_TIME_WORDS
@@ -45,7 +45,7 @@ def profiles_problems(data: Any) -> list[Problem]:
     return problems
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int | float]:
     return isinstance(v, int | float) and not isinstance(v, bool) and float(v).is_integer()
 
 

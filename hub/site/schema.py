@@ -329,7 +329,8 @@ def _missing_keys(
             if isinstance(v, Mapping) and "const" in v
         )
     out = []
-    for key in err.validator_value:
+    required = err.validator_value if isinstance(err.validator_value, list) else []
+    for key in required:
         if key in inst:
             continue
         expected = describe(props[key]) if key in props else "a value"

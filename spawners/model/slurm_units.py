@@ -33,7 +33,7 @@ _MEMORY = re.compile(r"([0-9]{1,9})([KMGT]?)B?", re.IGNORECASE)
 _MEMORY_MB = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
 
 
-def parse_slurm_time(text: str, *, hours_minutes: bool = False) -> int:
+def parse_slurm_time(text: object, *, hours_minutes: bool = False) -> int:
     """Seconds in a Slurm time string; ValueError when it is none.
 
     Slurm reads ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M`` and ``D-H:M:S``. With
@@ -60,12 +60,12 @@ def parse_slurm_time(text: str, *, hours_minutes: bool = False) -> int:
     return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
-def parse_walltime(text: str) -> int:
+def parse_walltime(text: object) -> int:
     """Seconds in a time a person typed: ``HH:MM``, ``HH:MM:SS`` or ``D-HH:MM[:SS]``."""
     return parse_slurm_time(text, hours_minutes=True)
 
 
-def walltime_seconds(text: str) -> int:
+def walltime_seconds(text: object) -> int:
     """Seconds in a site file's time: exactly ``HH:MM:SS`` or ``D-HH:MM:SS`` (the schema's
     pattern); ValueError otherwise."""
     if not isinstance(text, str) or not _SITE_TIME.fullmatch(text):
@@ -73,7 +73,7 @@ def walltime_seconds(text: str) -> int:
     return parse_slurm_time(text)
 
 
-def slurm_minutes(text: str) -> int:
+def slurm_minutes(text: object) -> int:
     """A Slurm time in whole minutes, rounded up, at least one (slurmrestd's ``time_limit``)."""
     return max(1, -(-parse_slurm_time(text) // 60))
 
@@ -102,7 +102,7 @@ def human_walltime(seconds: int) -> str:
     return " ".join(parts) or f"{seconds} s"
 
 
-def memory_mb(text: str) -> int:
+def memory_mb(text: object) -> int:
     """A Slurm memory size (``2048``, ``512M``, ``2G``, ``1T``, ``2048K``; ``B`` optional, any
     case) in MB, at least 1; ValueError when it is none."""
     match = _MEMORY.fullmatch(text.strip()) if isinstance(text, str) else None
