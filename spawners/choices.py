@@ -41,6 +41,8 @@ class ServerChoices(CourseServers):
     """Mixed into the Slurm spawner (which provides ``user``, ``name``, ``orm_spawner``,
     ``active`` and the ``req_*`` traits)."""
 
+    orm_spawner: Any  # JupyterHub's Spawner's
+
     profiles = List(
         Dict(),
         help="""Resource profiles users choose from (set from the site file).
@@ -107,8 +109,10 @@ class ServerChoices(CourseServers):
             project = options.get("project")
             if isinstance(project, str):
                 used = usage.get(project, Usage())
-                gpus = options.get("gpus") if isinstance(options.get("gpus"), int) else 0
-                usage[project] = Usage(used.servers + 1, used.gpus + gpus)
+                gpus = options.get("gpus")
+                usage[project] = Usage(
+                    used.servers + 1, used.gpus + (gpus if isinstance(gpus, int) else 0)
+                )
         return usage
 
     def validate_user_options(self, raw: Any) -> JobRequest:

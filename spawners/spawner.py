@@ -44,6 +44,7 @@ from traitlets import (
     List,
     Tuple,
     Unicode,
+    Union,
     default,
 )
 
@@ -191,9 +192,8 @@ class FactorySlurmSpawner(ServerChoices, SlurmSpawner):
         after the server ends (and in the stored state) until the next start.""",
     )
 
-    ready_address = Tuple(
-        Unicode(),
-        Int(),
+    ready_address = Union(  # a Union of one: traitlets types a Tuple as never None
+        [Tuple(Unicode(), Int())],
         default_value=None,
         allow_none=True,
         help="(ip, port) the server reported through the ready API; None until then.",
@@ -209,6 +209,8 @@ class FactorySlurmSpawner(ServerChoices, SlurmSpawner):
     )
 
     def __init__(self, **kwargs: Any) -> None:
+        """Refuse, in the hub's log and as the error, any batchspawner setting that factoryhub
+        does not honour: no spawner is made, so no server runs with a setting ignored."""
         super().__init__(**kwargs)
         problems = refusals(self.config, self.section_names(), kwargs)
         for problem in problems:
@@ -411,7 +413,7 @@ class FactorySlurmSpawner(ServerChoices, SlurmSpawner):
         self.current_job = poller.jobs.get(self.job_id, self.current_job)
         return address
 
-    async def progress(self) -> AsyncIterator[dict[str, int | str]]:  # type: ignore[override]
+    async def progress(self) -> AsyncIterator[dict[str, int | str]]:
         """Pending reason, expected start, node: the job's queue state in words."""
         async for event in progress_events(self):
             yield event

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from tornado import web
 from traitlets import Bool, Dict, List, Unicode
@@ -20,6 +21,7 @@ from traitlets.config import LoggingConfigurable
 from factoryhub.spawners.courses.store import CourseStore
 from factoryhub.spawners.model.courses import Course, course_named, load_courses
 from factoryhub.spawners.slurm.accounts import AccountingError, ensure_user_in_account
+from factoryhub.spawners.slurm.client import SlurmClient
 
 COURSE_MATERIALS_VAR = "FACTORYHUB_COURSE_MATERIALS"
 COURSE_FOLDER_VAR = "FACTORYHUB_COURSE_FOLDER"
@@ -27,6 +29,11 @@ COURSE_FOLDER_VAR = "FACTORYHUB_COURSE_FOLDER"
 
 class CourseServers(LoggingConfigurable):
     """Mixed into the Slurm spawner (which provides ``user``, ``name``, ``default_url``)."""
+
+    # What the spawner provides (JupyterHub's Spawner; FactorySlurmSpawner's Slurm client).
+    user: Any
+    name: str
+    slurm: SlurmClient
 
     courses = List(
         Dict(),

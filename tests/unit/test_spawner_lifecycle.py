@@ -422,11 +422,8 @@ async def test_all_run_time_state_is_declared(cluster: Cluster) -> None:
     await cluster.refresh(2)
     await hub_stop(spawner)
     traitlets_own = {"_cross_validation_lock", "_trait_notifiers", "_trait_validators"}
-    jupyterhubs_own = {  # set by JupyterHub's Spawner (and hub_spawn, as User.spawn does)
-        "_spawn_pending",
-        "_apply_user_options_metadata",
-        "_oauth_client_allowed_scopes_metadata",
-    }
+    traitlets_own |= {f"_{name}_metadata" for name in spawner.trait_names()}  # Union traits'
+    jupyterhubs_own = {"_spawn_pending"}  # set by User.spawn (here hub_spawn) and User.stop
     assert set(vars(spawner)) - traitlets_own - jupyterhubs_own == {"_trait_values"}
     for name in RUN_TIME_STATE:
         trait = spawner.traits()[name]
