@@ -52,10 +52,12 @@ typecheck: src-links
 	$(VENV)/bin/mypy
 
 # The tests that need no root, no Slurm, no IdP and no network (tests/unit and tests/chart's
-# offline helm renders; those marked slurm are left out), against the working tree.
+# offline helm renders; those marked slurm are left out), against the working tree, spread
+# over the cores (pytest-xdist; UNIT_WORKERS=0 runs them in this one process).
+UNIT_WORKERS ?= auto
 unit: src-links
 	PYTHONPATH="$(CURDIR)/build/src" $(PYTHON) -m pytest tests/unit tests/chart -m "not slurm" \
-		-p no:cacheprovider -q
+		-n $(UNIT_WORKERS) -p no:cacheprovider -q
 
 install-test:
 	bash local/install.sh --test
