@@ -10,7 +10,7 @@ import os
 import pwd
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -25,8 +25,9 @@ from factoryhub.hub.reports.scheduling import sync_site_reports
 from factoryhub.hub.reports.store import RunStore
 from factoryhub.hub.service_web import Refused
 from factoryhub.hub.site import loader as site
-from factoryhub.hub.site.loader import SiteError, parse_site
+from factoryhub.hub.site.loader import Site, SiteError, parse_site
 from factoryhub.hub.site.reports import AccessRule
+from factoryhub.spawners.slurm.client import SlurmClient
 from factoryhub.spawners.slurm.local import JobInfo, SlurmError, SlurmUnavailable
 
 ME = pwd.getpwuid(os.getuid()).pw_name  # a runner whose outputs the test's user owns
@@ -96,7 +97,8 @@ def test_the_catalog_reads_titles_and_parameters_and_sees_changes(tmp_path: Path
     ]
     notebook(nb, "Factory usage", "days = 7")
     os.utime(nb, (1, 1))  # a different mtime, whatever the clock's resolution
-    assert [p.default for p in catalog.get("usage").parameters] == [7]  # type: ignore[union-attr]
+    usage = catalog.get("usage")
+    assert usage is not None and [p.default for p in usage.parameters] == [7]
     assert catalog.get("nothing") is None
     assert describe(tmp_path / "none.ipynb") == ("none", "")
 
@@ -158,6 +160,14 @@ async def test_outputs_are_read_only_from_the_users_own_files(tmp_path: Path) ->
     assert await log_tail(tmp_path / "big.log", os.getuid(), lines=1) == "last line"
 
 
+def engine_on(
+    parsed: Site, store: RunStore, catalog: Catalog, slurm: object, lookup: Any = None
+) -> ReportEngine:
+    """The engine on a fake Slurm: the fakes answer only the calls these tests make, not the
+    whole SlurmClient protocol (hence the cast)."""
+    return ReportEngine(parsed, store, catalog, cast(SlurmClient, slurm), "tag", lookup)
+
+
 class ScriptedSlurm:
     """Answers ``query`` from a script: a dict of jobs, or an exception."""
 
@@ -184,7 +194,7 @@ def test_a_run_ends_only_when_slurm_says_so_twice(tmp_path: Path) -> None:
     data["reports"]["output_dir"] = str(tmp_path / "{username}")
     store = RunStore(tmp_path / "runs.sqlite")
     slurm = ScriptedSlurm()
-    engine = ReportEngine(parse_site(data), store, Catalog([]), slurm, "tag")  # type: ignore[arg-type]
+    engine = engine_on(parse_site(data), store, Catalog([]), slurm)
     run = store.add_run("usage", "root", {}, project="factory-ops", account="factory-ops")
     store.set_job(run.id, "42")
     running = {"42": JobInfo("42", "RUNNING")}
@@ -232,7 +242,7 @@ def test_a_run_adopts_only_its_own_users_job_of_its_name(tmp_path: Path) -> None
             JobInfo("8", "RUNNING", name=f"{prefix}-report-{real.id}", user="root"),
         ]
     )
-    engine = ReportEngine(parse_site(data), store, Catalog([]), slurm, "tag")  # type: ignore[arg-type]
+    engine = engine_on(parse_site(data), store, Catalog([]), slurm)
     asyncio.run(engine.recover())
     assert store.run(forged.id).status == "failed" and store.run(forged.id).job_id == ""
     assert store.run(real.id).job_id == "8"
@@ -280,7 +290,7 @@ def make_engine(
     notebook(folder / "ev.ipynb", "Evaluation", 'data = ""  # type: path  a data folder\nn = 1')
     store = RunStore(tmp_path / "runs.sqlite")
     slurm = FakeSlurm(tmp_path)
-    engine = ReportEngine(parse_site(data), store, Catalog([folder]), slurm, "tag", lookup)  # type: ignore[arg-type]
+    engine = engine_on(parse_site(data), store, Catalog([folder]), slurm, lookup)
     return engine, store, slurm
 
 
