@@ -34,9 +34,10 @@ down:
 status:
 	$(LOCAL) status
 
-lint: typecheck
+lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(MAKE) --no-print-directory typecheck
 
 # The working tree under its installed names, as links: build/src/factoryhub/hub is hub/, ...
 # (pyproject.toml's package-dir, and local/pyproject.toml's for local/). `make unit` imports
