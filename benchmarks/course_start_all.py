@@ -21,11 +21,12 @@ service's own record of how long start-all took.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -161,13 +162,21 @@ def course_site(users: list[str]) -> Callable[[dict[str, Any]], None]:
     return change_site
 
 
-def trainer_client(hub: RunningHub, admin: httpx.Client, users: list[str]) -> httpx.Client:
+@contextlib.contextmanager
+def trainer_client(
+    hub: RunningHub, admin: httpx.Client, users: list[str]
+) -> Iterator[httpx.Client]:
     """The trainer's API client, once the Courses service lists every participant."""
     for user in [TRAINER, *users]:
         hub.ensure_user(user)
     r = admin.post(f"/hub/api/users/{TRAINER}/tokens", json={"note": "bench"})
     r.raise_for_status()
-    trainer = hub.client(r.json()["token"], timeout=120)
+    with hub.client(r.json()["token"], timeout=120) as trainer:
+        yield wait_service(hub, trainer, users)
+
+
+def wait_service(hub: RunningHub, trainer: httpx.Client, users: list[str]) -> httpx.Client:
+    """``trainer``, once the Courses service answers and lists every participant signed in."""
 
     def service_ready() -> bool:
         r = trainer.get(API)

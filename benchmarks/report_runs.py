@@ -12,6 +12,7 @@ notebook is the same small report in all variants (a sum, a line, a plot). Print
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +182,8 @@ def reports_site(folder: Path) -> Callable[[dict[str, Any]], None]:
     return change_site
 
 
-def user_client(hub: RunningHub) -> httpx.Client:
+@contextlib.contextmanager
+def user_client(hub: RunningHub) -> Iterator[httpx.Client]:
     """The benchmark user's API client (in the project's group), once the service answers."""
     with hub.client(timeout=60) as admin:
         hub.ensure_user(USER)
@@ -189,15 +191,15 @@ def user_client(hub: RunningHub) -> httpx.Client:
         admin.post(f"/hub/api/groups/{GROUP}/users", json={"users": [USER]}).raise_for_status()
         r = admin.post(f"/hub/api/users/{USER}/tokens", json={"note": "bench"})
         r.raise_for_status()
-    c = hub.client(r.json()["token"], timeout=60)
-    wait_until(
-        lambda: c.get("/services/reports/api/reports").status_code == 200,
-        60,
-        lambda: f"the Reports service did not answer:\n{hub.log_tail()}",
-        first=0.5,
-        longest=0.5,
-    )
-    return c
+    with hub.client(r.json()["token"], timeout=60) as c:
+        wait_until(
+            lambda: c.get("/services/reports/api/reports").status_code == 200,
+            60,
+            lambda: f"the Reports service did not answer:\n{hub.log_tail()}",
+            first=0.5,
+            longest=0.5,
+        )
+        yield c
 
 
 def sequential(
