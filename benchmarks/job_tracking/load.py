@@ -48,13 +48,19 @@ class Window:
     samples: int
 
 
+def start_events(pid: int) -> ProcEvents:
+    """The exact process count of ``pid``'s descendants, started (OSError: not allowed)."""
+    events = ProcEvents(pid)
+    events.start()
+    return events
+
+
 def watch_window(hub: RunningHub, minutes: float) -> Window:
     """Count the hub's processes and slurmctld's RPCs for ``minutes``."""
     assert hub.proc is not None
-    events: ProcEvents | None = ProcEvents(hub.proc.pid)
     events_error = None
     try:
-        events.start()
+        events: ProcEvents | None = start_events(hub.proc.pid)
     except OSError as e:
         events, events_error = None, f"process-event connector unavailable: {e}"
         log(events_error)

@@ -130,9 +130,9 @@ class ProcEvents:
                     self._live[cpid] = record
             elif what == self.PROC_EVENT_EXEC:
                 _pid, tgid = struct.unpack_from("=II", data, self.DATA_OFFSET)
-                record = self._live.get(tgid)
-                if record is not None:
-                    record[0] = self._comm(tgid) or "(exited before its name was read)"
+                execed = self._live.get(tgid)
+                if execed is not None:
+                    execed[0] = self._comm(tgid) or "(exited before its name was read)"
             elif what == self.PROC_EVENT_EXIT:
                 pid, tgid = struct.unpack_from("=II", data, self.DATA_OFFSET)
                 if pid == tgid and pid != self.root:
