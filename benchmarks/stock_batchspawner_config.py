@@ -17,7 +17,7 @@ job's environment does not carry PATH), the partition, and ``/lab`` as default U
 import os
 from pathlib import Path
 
-c = get_config()  # type: ignore[name-defined]  # noqa: F821
+c = get_config()  # type: ignore[name-defined]  # noqa: F821 - JupyterHub's loader injects it
 
 _state = Path(os.environ["FHBENCH_STATE_DIR"])
 _venv_bin = Path(os.environ.get("FHBENCH_VENV", "/opt/factoryhub/venv")) / "bin"

@@ -25,7 +25,7 @@ from typing import Any
 from jinja2 import Environment, StrictUndefined
 
 from factoryhub.helpers import slurm_jobs
-from factoryhub.spawners.model.slurm_units import parse_walltime
+from factoryhub.spawners.model.slurm_units import format_walltime, parse_walltime
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PATH = re.compile(r"[A-Za-z0-9_./+@-]{1,512}")
@@ -114,7 +114,9 @@ class TrainJobRequest:
         if self.account and not _NAME.fullmatch(self.account):
             raise InvalidRequest(f"account must be a Slurm account name, got {self.account!r}")
         try:
-            parse_walltime(self.walltime)
+            # What a person types ("02:00" = two hours), written the way Slurm reads it
+            # ("02:00:00"): Slurm itself would read "02:00" as two minutes.
+            walltime = format_walltime(parse_walltime(self.walltime))
         except ValueError as e:
             raise InvalidRequest(f"walltime: {e}") from None
         if self.model_size not in MODEL_SIZES:
@@ -130,6 +132,7 @@ class TrainJobRequest:
                 "out_dir": _check_path("out_dir", self.out_dir),
                 "data": _check_path("data", self.data, allow_empty=True),
                 "learning_rate": float(lr),
+                "walltime": walltime,
             }
         )
 

@@ -58,6 +58,11 @@ class FactoryLoginHandler(OAuthLoginHandler):
 class FactoryOIDCAuthenticator(GenericOAuthenticator):
     login_handler = FactoryLoginHandler
 
+    # oauthenticator's endpoint traits, typed for mypy (annotations only: the traits stay).
+    authorize_url: str
+    token_url: str
+    userdata_url: str
+
     issuer = Unicode(
         help="The identity provider's issuer URL; endpoints come from its discovery document.",
     ).tag(config=True)

@@ -17,7 +17,7 @@ from factoryhub.spawners.private_state import private_file
 from factoryhub.spawners.slurm.poller import PollerSettings, start_with_hub
 from factoryhub.spawners.spawner import FactorySlurmSpawner
 
-c = get_config()  # type: ignore[name-defined]  # noqa: F821
+c = get_config()  # type: ignore[name-defined]  # noqa: F821 - JupyterHub's loader injects it
 
 _site_path = os.environ.get("FACTORYHUB_SITE_FILE") or str(example_site_path())
 try:

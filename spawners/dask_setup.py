@@ -34,7 +34,6 @@ from typing import Any
 
 from factoryhub.spawners import user_files
 from factoryhub.spawners.slurm.comments import dask_comment
-from factoryhub.spawners.slurm.comments import parent_job as parent_job  # the poller's, now
 
 ENV_VAR = "FACTORYHUB_DASK"
 CERT_FILE, KEY_FILE = "tls-cert.pem", "tls-key.pem"

@@ -60,6 +60,7 @@ from factoryhub.spawners.dask_setup import dask_payload
 from factoryhub.spawners.job_log import SlurmJobEnded, tail_as_user
 from factoryhub.spawners.jobscript import render_job_script
 from factoryhub.spawners.model.profiles import load_profiles
+from factoryhub.spawners.model.users import fill_user_template
 from factoryhub.spawners.progress import progress_events
 from factoryhub.spawners.ready_address import check_ready_address
 from factoryhub.spawners.slurm.access import ACCESS_MODES, make_client
@@ -253,7 +254,7 @@ class FactorySlurmSpawner(ServerChoices, SlurmSpawner):
 
     @property
     def job_log_dir(self) -> str:
-        return self.log_dir.format(home=self.home(), username=self.user.name)
+        return fill_user_template(self.log_dir, username=self.user.name, home=self.home())
 
     @property
     def job_partition(self) -> str:

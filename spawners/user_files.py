@@ -32,8 +32,9 @@ import signal
 import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
+from factoryhub.spawners.model.users import fill_user_template
 from factoryhub.spawners.user_env import minimal_env
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -266,7 +267,7 @@ async def read_tail_as_user(
     """The last ``max_bytes`` of the regular file ``path`` as ``username`` reads it (``tail -c``
     run through ``prefix``, with a minimal environment); :class:`UserFileError` when that
     fails (not a regular file, not readable) or takes longer than ``time_limit`` seconds."""
-    argv = [p.replace("{username}", username) for p in prefix]
+    argv = [fill_user_template(p, username=username) for p in prefix]
     # only a regular file (a FIFO or a device is refused at once; one swapped in after the
     # test runs into the timeout)
     argv += ["sh", "-c", 'test -f "$1" && exec tail -c "$2" -- "$1"', "sh", path, str(max_bytes)]
@@ -315,7 +316,7 @@ def last_lines(data: bytes, lines: int) -> str:
 # ---------------------------------------------------------------------- writing (as the user)
 
 
-def write_new(dir_fd: int, name: str, data: BinaryIO, mode: int = 0o644) -> bool:
+def write_new(dir_fd: int, name: str, data: IO[bytes], mode: int = 0o644) -> bool:
     """Create ``name`` in ``dir_fd`` with ``data``; False when something is there already (a
     file, a link: never written through)."""
     try:
@@ -327,7 +328,7 @@ def write_new(dir_fd: int, name: str, data: BinaryIO, mode: int = 0o644) -> bool
     return True
 
 
-def write_replace(dir_fd: int, name: str, data: BinaryIO, mode: int, durable: bool = False) -> str:
+def write_replace(dir_fd: int, name: str, data: IO[bytes], mode: int, durable: bool = False) -> str:
     """``data`` into ``name`` in ``dir_fd`` through a temporary file beside it and
     ``os.replace`` (a link at ``name`` is replaced, never followed); returns the sha256."""
     import hashlib

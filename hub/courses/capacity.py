@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from factoryhub.spawners.model.profiles import Profile
-from factoryhub.spawners.slurm.access import SlurmClient
+from factoryhub.spawners.slurm.client import SlurmClient
 
 DOWN = ("DOWN", "DRAIN", "FAIL", "NOT_RESPONDING", "POWERED_DOWN", "MAINT")
 

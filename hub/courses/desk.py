@@ -33,8 +33,8 @@ from factoryhub.spawners.courses.materials import MaterialsError, mirror_git
 from factoryhub.spawners.courses.store import CourseStore
 from factoryhub.spawners.model.courses import Course, apply_edits, course_named
 from factoryhub.spawners.model.users import is_posix_name
-from factoryhub.spawners.slurm.access import SlurmClient, make_client
-from factoryhub.spawners.slurm.local import SlurmError, SlurmUnavailable
+from factoryhub.spawners.slurm.access import make_client
+from factoryhub.spawners.slurm.client import SlurmClient, SlurmError, SlurmUnavailable
 
 log = logging.getLogger("factoryhub.courses")
 RESERVATION = re.compile(r"^([A-Za-z0-9_.-]{1,64})?$")

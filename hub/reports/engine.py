@@ -32,9 +32,9 @@ from factoryhub.hub.reports.parameters import ParameterError, validate
 from factoryhub.hub.reports.paths import confine
 from factoryhub.hub.reports.store import FINAL, Run, RunStore, Schedule
 from factoryhub.hub.service_web import Refused
-from factoryhub.hub.site.model import Project, Site
-from factoryhub.spawners.slurm.access import SlurmClient
-from factoryhub.spawners.slurm.local import SlurmError, SlurmUnavailable
+from factoryhub.hub.site.model import Site
+from factoryhub.spawners.model.projects import Project
+from factoryhub.spawners.slurm.client import SlurmClient, SlurmError, SlurmUnavailable
 
 log = logging.getLogger("factoryhub.reports")
 

@@ -20,6 +20,7 @@ from traitlets.config import LoggingConfigurable
 
 from factoryhub.spawners.courses.store import CourseStore
 from factoryhub.spawners.model.courses import Course, course_named, load_courses
+from factoryhub.spawners.model.users import fill_user_template
 from factoryhub.spawners.slurm.accounts import AccountingError, ensure_user_in_account
 from factoryhub.spawners.slurm.client import SlurmClient
 
@@ -70,7 +71,7 @@ class CourseServers(LoggingConfigurable):
 
     def course_folder_path(self, course: Course) -> str:
         home = self.slurm.home(self.user.name)
-        base = self.course_folder.replace("{home}", home).replace("{username}", self.user.name)
+        base = fill_user_template(self.course_folder, username=self.user.name, home=home)
         return str(Path(base) / course.name)
 
     def course_env(self, course: Course | None) -> dict[str, str]:

@@ -54,7 +54,11 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     if dask_dashboard.install():
         serverapp.log.info("factoryhub: the Dask sidebar checks dashboards on loopback")
     interval_s = float(os.environ.get("FACTORYHUB_BUSY_CHECK_INTERVAL", "10"))
-    PeriodicCallback(lambda: mark_busy_kernels(serverapp), interval_s * 1000).start()
+
+    def check_busy() -> None:
+        mark_busy_kernels(serverapp)
+
+    PeriodicCallback(check_busy, interval_s * 1000).start()
 
 
 def _post_now(url: str, body: str, headers: dict[str, str]) -> None:

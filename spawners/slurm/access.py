@@ -19,8 +19,6 @@ from factoryhub.spawners.slurm.client import SlurmClient
 from factoryhub.spawners.slurm.local import LocalSlurmClient
 from factoryhub.spawners.slurm.rest import RestSlurmClient
 
-__all__ = ["ACCESS_MODES", "DEFAULT_USER_PREFIX", "SlurmClient", "make_client"]
-
 ACCESS_MODES = ("local", "rest")
 DEFAULT_USER_PREFIX = ("runuser", "-u", "{username}", "--")
 
@@ -38,13 +36,15 @@ def make_client(
         rest = dict(rest or {})
         if not rest.get("url") or not rest.get("key_file"):
             raise ValueError('the "rest" access mode needs slurm.rest.url and key_file')
+        # The site's slurm.rest with the schema's defaults filled in (with_defaults): no
+        # default is restated here.
         return RestSlurmClient(
             url=rest["url"],
             key_file=rest["key_file"],
-            api_version=rest.get("api_version", "v0.0.38"),
-            token_lifetime=int(rest.get("token_lifetime", 600)),
-            home=rest.get("home", "/home/{username}"),
-            query_user=rest.get("query_user", "root"),
-            timeout=float(rest.get("timeout", timeout)),
+            api_version=rest["api_version"],
+            token_lifetime=int(rest["token_lifetime"]),
+            home=rest["home"],
+            query_user=rest["query_user"],
+            timeout=float(rest["timeout"]),
         )
     raise ValueError(f"unknown Slurm access mode {access!r}: one of {', '.join(ACCESS_MODES)}")

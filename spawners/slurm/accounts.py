@@ -12,8 +12,9 @@ import re
 import subprocess
 from collections.abc import Sequence
 
+from factoryhub.spawners.model.users import POSIX_NAME
+
 ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")  # POSIX portable (useradd's default rule)
 DESCRIPTION_CHARS = re.compile(r"[^A-Za-z0-9 _.,()-]")
 TIMEOUT_S = 30.0
 
@@ -39,7 +40,7 @@ def valid_account(name: object) -> str:
 
 def valid_user(name: object) -> str:
     """``name`` when it is a valid POSIX user name."""
-    return _valid(name, USER_NAME, "user name")
+    return _valid(name, POSIX_NAME, "user name")
 
 
 def sacctmgr(args: Sequence[str], timeout: float = TIMEOUT_S) -> str:

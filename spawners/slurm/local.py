@@ -16,11 +16,9 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
+from factoryhub.spawners.model.users import fill_user_template
 from factoryhub.spawners.slurm import commands
 from factoryhub.spawners.slurm.client import (
-    PENDING_STATES,
-    RUNNING_STATES,
-    SUSPENDED_STATES,
     CommandResult,
     JobInfo,
     SlurmError,
@@ -28,24 +26,8 @@ from factoryhub.spawners.slurm.client import (
     by_id,
     named,
 )
-from factoryhub.spawners.slurm.commands import Command, check_result, is_invalid_job
-from factoryhub.spawners.slurm.commands import parse_show_line as parse_show_line
+from factoryhub.spawners.slurm.commands import Command
 from factoryhub.spawners.user_env import SYSTEM_PATH, minimal_env, slurm_vars
-
-# The types and helpers importers found here before :mod:`~.client` declared them.
-__all__ = [
-    "PENDING_STATES",
-    "RUNNING_STATES",
-    "SUSPENDED_STATES",
-    "CommandResult",
-    "JobInfo",
-    "LocalSlurmClient",
-    "SlurmError",
-    "SlurmUnavailable",
-    "check_result",
-    "is_invalid_job",
-    "parse_show_line",
-]
 
 T = TypeVar("T")
 
@@ -129,7 +111,8 @@ class LocalSlurmClient:
         self, username: str, command: Command[T], extra: Mapping[str, str] | None = None
     ) -> T:
         """Run ``command`` as ``username`` (the prefix, the minimal environment + ``extra``)."""
-        argv = [p.replace("{username}", username) for p in self.user_prefix] + list(command.argv)
+        argv = [fill_user_template(p, username=username) for p in self.user_prefix]
+        argv += command.argv
         env = self.user_env(username, extra)
         return command.read(await self._run(argv, input=command.input, env=env))
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from factoryhub.spawners.model.users import fill_user_template
 from factoryhub.spawners.slurm.client import (
     JobInfo,
     SlurmError,
@@ -164,7 +165,7 @@ class RestSlurmClient:
 
     def home(self, username: str) -> str:
         """The user's home directory on the cluster (the site's template; no lookup)."""
-        return self.home_template.replace("{username}", username)
+        return fill_user_template(self.home_template, username=username)
 
     # ------------------------------------------------------------------ jobs
 

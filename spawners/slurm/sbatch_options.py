@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from factoryhub.spawners.model.slurm_units import memory_mb, slurm_minutes
+
 # sbatch long option -> v0.0.38 job property, for options whose value passes unchanged.
 _PLAIN = {
     "job-name": "name",
@@ -39,8 +41,6 @@ _FLAGS = {"oversubscribe": ("oversubscribe", True), "requeue": ("requeue", True)
 _IGNORED = {"export"}
 
 _LINE = re.compile(r"^#SBATCH\s+--([a-z][a-z-]*)(?:[= ](.*))?$")
-_MEMORY = re.compile(r"^(\d+)([KMGT]?)B?$", re.IGNORECASE)
-_MEMORY_MB = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
 
 
 class UnsupportedOption(ValueError):
@@ -64,30 +64,6 @@ def header_options(script: str) -> list[tuple[str, str]]:
     return found
 
 
-def minutes(walltime: str) -> int:
-    """Slurm's time formats (``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``) in
-    whole minutes, rounded up."""
-    days, _, rest = walltime.partition("-") if "-" in walltime else ("0", "", walltime)
-    parts = [int(p) for p in rest.split(":")]
-    if "-" in walltime:
-        hours, mins, secs = [*parts, 0, 0][:3]
-    elif len(parts) == 3:
-        hours, mins, secs = parts
-    elif len(parts) == 2:
-        hours, mins, secs = 0, parts[0], parts[1]
-    else:
-        hours, mins, secs = 0, parts[0], 0
-    total = ((int(days) * 24 + hours) * 60 + mins) * 60 + secs
-    return max(1, -(-total // 60))
-
-
-def memory_mb(value: str) -> int:
-    match = _MEMORY.match(value.strip())
-    if not match:
-        raise UnsupportedOption(f"cannot read the memory size {value!r}")
-    return max(1, int(int(match.group(1)) * _MEMORY_MB[match.group(2).upper()]))
-
-
 def job_properties(script: str) -> dict[str, Any]:
     """The v0.0.38 ``job`` object equivalent to the script's ``#SBATCH`` header."""
     job: dict[str, Any] = {}
@@ -101,7 +77,7 @@ def job_properties(script: str) -> dict[str, Any]:
                 key, flag = _FLAGS[option]
                 job[key] = flag
             elif option == "time":
-                job["time_limit"] = minutes(value)
+                job["time_limit"] = slurm_minutes(value)
             elif option == "mem":
                 job["memory_per_node"] = memory_mb(value)
             elif option == "nodes":

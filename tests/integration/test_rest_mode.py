@@ -202,7 +202,7 @@ def test_a_refusal_reaches_the_user_in_slurms_words(rest_hub: RunningHub) -> Non
 def test_slurmrestd_down_is_unavailable_not_refused() -> None:
     import asyncio
 
-    from factoryhub.spawners.slurm.local import SlurmUnavailable
+    from factoryhub.spawners.slurm.client import SlurmUnavailable
     from factoryhub.spawners.slurm.rest import RestSlurmClient
 
     client = RestSlurmClient("http://127.0.0.1:6899", str(slurmrestd.KEY), timeout=2)

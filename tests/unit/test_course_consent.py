@@ -126,7 +126,7 @@ def desk(tmp_path: Path) -> tuple[CourseDesk, FakeHub]:
         }
     )
     store = CourseStore(tmp_path / "courses.sqlite")
-    d = CourseDesk(s, store, hub, slurm=object())  # type: ignore[arg-type]
+    d = CourseDesk(s, store, hub, slurm=object())  # type: ignore[arg-type]  # consent never asks Slurm
     return d, hub
 
 

@@ -31,7 +31,7 @@ from factoryhub.spawners.courses.store import CourseStore
 from factoryhub.spawners.model.courses import Course, course_groups, hub_group, load_courses
 from factoryhub.spawners.model.slurm_units import memory_mb
 from factoryhub.spawners.options import OptionsError, validate_course_options
-from factoryhub.spawners.slurm.local import parse_show_line
+from factoryhub.spawners.slurm.commands import parse_show_line
 
 TODAY = date.today()
 

@@ -14,9 +14,9 @@ from factoryhub.spawners.dask_setup import (
     dask_comment,
     dask_config,
     dask_payload,
-    parent_job,
     write_dask_config,
 )
+from factoryhub.spawners.slurm.comments import parent_job
 
 
 def example() -> dict[str, Any]:

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from factoryhub.hub.home import factoryhub_job, job_summary, walltime_end_text
-from factoryhub.spawners.slurm.local import JobInfo
+from factoryhub.spawners.slurm.client import JobInfo
 
 NOW = datetime(2026, 11, 23, 11, 53, 0)
 PROFILES = [

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pytest
 
 from factoryhub.spawners.ready_address import ForeignAddress, check_ready_address
 from factoryhub.spawners.ready_api import parse_address
-from factoryhub.spawners.slurm.local import JobInfo
+from factoryhub.spawners.slurm.client import JobInfo
 
 
 def test_address_and_node_are_accepted() -> None:
@@ -46,8 +48,8 @@ class ScriptedSlurm:
     def __init__(self, jobs: dict[str, JobInfo], nodes: dict[str, str]) -> None:
         self.jobs, self.nodes = jobs, nodes
 
-    async def query(self, job_ids: object) -> dict[str, JobInfo]:
-        return {j: self.jobs[j] for j in job_ids if j in self.jobs}  # type: ignore[attr-defined]
+    async def query(self, job_ids: Iterable[str]) -> dict[str, JobInfo]:
+        return {j: self.jobs[j] for j in job_ids if j in self.jobs}
 
     async def show(self, kind: str, name: str = "") -> list[dict[str, str]]:
         assert kind == "node"

@@ -27,8 +27,7 @@ from factoryhub.hub.service_web import Refused
 from factoryhub.hub.site import loader as site
 from factoryhub.hub.site.loader import Site, SiteError, parse_site
 from factoryhub.hub.site.reports import AccessRule
-from factoryhub.spawners.slurm.client import SlurmClient
-from factoryhub.spawners.slurm.local import JobInfo, SlurmError, SlurmUnavailable
+from factoryhub.spawners.slurm.client import JobInfo, SlurmClient, SlurmError, SlurmUnavailable
 
 ME = pwd.getpwuid(os.getuid()).pw_name  # a runner whose outputs the test's user owns
 STAFF = Person("stan", frozenset({"factory-staff"}))

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from factoryhub.spawners.slurm.client import CommandResult, SlurmUnavailable
 from factoryhub.spawners.slurm.job_json import (
-    SlurmUnavailable,
     accounted_jobs,
     accounted_state,
     job_info,
@@ -23,7 +23,6 @@ from factoryhub.spawners.slurm.job_json import (
     node_view,
     reservation_jobs,
 )
-from factoryhub.spawners.slurm.client import CommandResult
 from factoryhub.spawners.slurm.local import LocalSlurmClient
 from factoryhub.spawners.user_env import SYSTEM_PATH, minimal_env
 

@@ -18,15 +18,10 @@ from factoryhub.hub.hub_config import hub_settings
 from factoryhub.hub.site.loader import SiteError, example_site_path, parse_site
 from factoryhub.spawners.jobscript import render_job_script
 from factoryhub.spawners.slurm.access import make_client
-from factoryhub.spawners.slurm.job_json import SlurmUnavailable
+from factoryhub.spawners.slurm.client import SlurmUnavailable
 from factoryhub.spawners.slurm.local import LocalSlurmClient
 from factoryhub.spawners.slurm.rest import RestSlurmClient, job_info, prologue
-from factoryhub.spawners.slurm.sbatch_options import (
-    UnsupportedOption,
-    job_properties,
-    memory_mb,
-    minutes,
-)
+from factoryhub.spawners.slurm.sbatch_options import UnsupportedOption, job_properties
 from factoryhub.spawners.slurm.tokens import JwtKeyError, TokenCache, mint, read_key
 
 
@@ -73,25 +68,26 @@ def test_the_job_script_header_becomes_job_properties() -> None:
     }
 
 
+def header(*options: str) -> str:
+    return "#!/bin/bash\n" + "".join(f"#SBATCH --{o}\n" for o in options) + "hostname\n"
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("30", 30), ("1:30", 2), ("02:00:00", 120), ("2-00", 2880), ("1-01:01", 1501),
      ("0-00:00:01", 1)],
 )  # fmt: skip
-def test_slurm_times_in_minutes(text: str, expected: int) -> None:
-    assert minutes(text) == expected
+def test_slurm_times_become_minutes(text: str, expected: int) -> None:
+    """Every form Slurm reads (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S), rounded up."""
+    assert job_properties(header(f"time={text}"))["time_limit"] == expected
 
 
-def test_memory_sizes() -> None:
-    assert [memory_mb(v) for v in ("512", "512M", "2G", "1T", "2048K")] == [
-        512,
-        512,
-        2048,
-        1024 * 1024,
-        2,
-    ]
-    with pytest.raises(UnsupportedOption):
-        memory_mb("lots")
+def test_memory_sizes_become_megabytes() -> None:
+    sizes = ("512", "512M", "2G", "1T", "2048K")
+    got = [job_properties(header(f"mem={v}"))["memory_per_node"] for v in sizes]
+    assert got == [512, 512, 2048, 1024 * 1024, 2]
+    with pytest.raises(UnsupportedOption, match="--mem=lots"):
+        job_properties(header("mem=lots"))
 
 
 def test_an_unknown_option_is_refused_by_name_not_dropped() -> None:

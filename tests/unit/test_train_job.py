@@ -12,11 +12,22 @@ import pytest
 from factoryhub.helpers.job_monitor import describe, human_seconds
 from factoryhub.helpers.slurm_jobs import MyJob, job_kind
 from factoryhub.helpers.train_job import InvalidRequest, TrainJobRequest, render_script
-from factoryhub.spawners.slurm.local import JobInfo
+from factoryhub.spawners.slurm.client import JobInfo
 
 
 def request(tmp_path: Path, **over: object) -> TrainJobRequest:
-    return TrainJobRequest(**{"out_dir": str(tmp_path / "run"), **over})  # type: ignore[arg-type]
+    return TrainJobRequest(**{"out_dir": str(tmp_path / "run"), **over})  # type: ignore[arg-type]  # tests override fields of any type
+
+
+@pytest.mark.parametrize(
+    ("typed", "for_slurm"), [("02:00", "02:00:00"), ("0:45", "00:45:00"), ("1-12:00", "1-12:00:00")]
+)
+def test_the_walltime_reaches_slurm_as_it_was_meant(
+    tmp_path: Path, typed: str, for_slurm: str
+) -> None:
+    """ "02:00" is two hours for a person; Slurm would read it as two minutes."""
+    script = render_script(request(tmp_path, walltime=typed).validated())
+    assert f"#SBATCH --time={for_slurm}\n" in script
 
 
 def test_the_script_asks_slurm_for_what_was_requested(tmp_path: Path) -> None:
