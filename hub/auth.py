@@ -10,8 +10,12 @@ the issuer URL alone (endpoints from discovery, PKCE on), plus what a factory ne
   bound to the provider identity (issuer, ``sub``) that first signed in to it;
 - groups come from a configurable claim and become JupyterHub groups (projects and
   admins follow from them);
-- on sign-in the user's Unix account is created where the site wants it (otherwise an
-  unknown user is told so) and the user is added to the Slurm accounts of their projects;
+- on sign-in, in the "local" Slurm access mode, the user's Unix account is created where
+  the site wants it (otherwise an unknown user is told so) and the user is added to the
+  Slurm accounts of their projects;
+- in the "rest" access mode (the hub in a pod, whose passwd holds nobody) who exists is
+  Slurm's word: a person may sign in when Slurm's accounting has an association of theirs
+  in an account of one of their projects; nothing on the hub's host is asked;
 - when the provider does not answer, the login page says so instead of sending the
   browser to a dead address.
 """
@@ -20,14 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import pwd
 from typing import Any
 
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthLoginHandler
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from traitlets import Bool, Dict, Float, Int, List, Unicode, default
+from traitlets import Any as AnyTrait
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Unicode, default
 
 from factoryhub.hub.identities import IdentityConflict, IdentityStore
 from factoryhub.hub.oidc import (
@@ -41,8 +45,15 @@ from factoryhub.hub.oidc import (
 from factoryhub.spawners.courses.store import CourseStore
 from factoryhub.spawners.model.courses import course_groups, load_courses
 from factoryhub.spawners.model.projects import load_projects, projects_for
+from factoryhub.spawners.slurm.access import ACCESS_MODES, make_client
 from factoryhub.spawners.slurm.accounts import AccountingError, ensure_user_in_account
-from factoryhub.spawners.system_accounts import SystemAccountError, check_not_system_account
+from factoryhub.spawners.slurm.client import SlurmClient, SlurmError, SlurmUnavailable, SlurmUser
+from factoryhub.spawners.system_accounts import (
+    SystemAccountError,
+    check_not_system_account,
+    lookup_uid,
+    no_uid,
+)
 
 
 class FactoryLoginHandler(OAuthLoginHandler):
@@ -116,6 +127,24 @@ class FactoryOIDCAuthenticator(GenericOAuthenticator):
     courses_db = Unicode(
         "", help="The Courses service's database of trainers' edits (the participants)."
     ).tag(config=True)
+
+    slurm_access = CaselessStrEnum(
+        ACCESS_MODES,
+        "local",
+        help="""The site file's slurm.access. "local": users are this host's Unix users;
+        "rest": users are those Slurm's accounting knows (slurm_client.user), and this
+        host's user database is never read.""",
+    ).tag(config=True)
+
+    slurm_rest = Dict(help='The site file\'s slurm.rest (the "rest" access mode).').tag(config=True)
+
+    slurm_client = AnyTrait(
+        help="The Slurm client that says who exists in the rest mode (make_client)."
+    )
+
+    @default("slurm_client")
+    def _default_slurm_client(self) -> SlurmClient:
+        return make_client(self.slurm_access, self.slurm_rest)
 
     provider_timeout = Float(
         5.0, help="Seconds to wait for the identity provider before telling the user it is down."
@@ -226,7 +255,9 @@ class FactoryOIDCAuthenticator(GenericOAuthenticator):
     def user_info_to_username(self, user_info: dict[str, Any]) -> str:
         try:
             name = check_username(user_info.get(self.username_claim), self.username_claim)
-            check_not_system_account(name, self.min_uid, self.reserved_usernames)
+            # rest: the uid rule waits for Slurm's record (provision); never this host's passwd
+            uid_of = no_uid if self.slurm_access == "rest" else lookup_uid
+            check_not_system_account(name, self.min_uid, self.reserved_usernames, uid_of)
         except SystemAccountError as e:
             self.log.warning("Refused a sign-in as %r: reserved or a system account", name)
             raise web.HTTPError(403, str(e)) from None
@@ -259,18 +290,22 @@ class FactoryOIDCAuthenticator(GenericOAuthenticator):
     # ------------------------------------------------------------ provisioning
 
     async def provision(self, username: str, groups: list[str]) -> None:
-        """Make sure the user can run jobs: a Unix account, and Slurm associations."""
-        try:
-            if pwd.getpwnam(username).pw_uid < self.min_uid:  # checked at sign-in too
-                raise web.HTTPError(403, f"{username!r} is a system account.")
-        except KeyError:
+        """Make sure the user can run jobs: a Unix account, and Slurm associations (rest:
+        that Slurm's accounting has them, in one of their projects' accounts)."""
+        if self.slurm_access == "rest":
+            await self.check_slurm_user(username, groups)
+            return
+        uid = lookup_uid(username)  # the local mode: this host's passwd is the cluster's
+        if uid is not None and uid < self.min_uid:  # checked at sign-in too
+            raise web.HTTPError(403, f"{username!r} is a system account.")
+        if uid is None:
             if not self.create_unix_users:
                 raise web.HTTPError(
                     403,
                     f"You signed in as {username}, but the cluster has no Unix account of that "
                     "name yet. Accounts come from the site's directory (LDAP): ask the factory's "
                     "support to create yours.",
-                ) from None
+                )
             await self._create_unix_user(username)
         if self.manage_slurm_associations:
             for project in projects_for(load_projects(self.projects), groups):
@@ -286,6 +321,36 @@ class FactoryOIDCAuthenticator(GenericOAuthenticator):
                         "cluster's accounting right now. Please try again in a few minutes; if "
                         "it persists, tell the factory's support.",
                     ) from None
+
+    async def check_slurm_user(self, username: str, groups: list[str]) -> SlurmUser:
+        """The rest mode's sign-in check: Slurm's accounting has a record of ``username``
+        (an association) in an account of one of their projects (any account when they are
+        in no project: the home page tells them how to join one), and the record is not a
+        system account's. 403 with what to ask the operators otherwise; 503 when Slurm's
+        accounting did not answer."""
+        try:
+            user = await self.slurm_client.user(username)
+        except (SlurmUnavailable, SlurmError) as e:
+            self.log.error("Looking up %s in Slurm's accounting failed: %s", username, e)
+            raise web.HTTPError(
+                503,
+                "The cluster's accounting (Slurm) did not answer, so your sign-in could not "
+                "be checked. Please try again in a few minutes; if it persists, tell the "
+                "factory's support.",
+            ) from None
+        accounts = sorted(
+            {p.account for p in projects_for(load_projects(self.projects), groups) if p.account}
+        )
+        if user is None:
+            raise web.HTTPError(403, _not_in_slurm(username, accounts))
+        uid = user.uid  # Slurm's record's, where it has one (22.05's have none)
+        try:
+            check_not_system_account(username, self.min_uid, self.reserved_usernames, lambda _: uid)
+        except SystemAccountError as e:
+            raise web.HTTPError(403, str(e)) from None
+        if accounts and not user.accounts.intersection(accounts):
+            raise web.HTTPError(403, _not_in_project_accounts(username, accounts))
+        return user
 
     async def _create_unix_user(self, username: str) -> None:
         proc = await asyncio.create_subprocess_exec(
@@ -306,3 +371,34 @@ class FactoryOIDCAuthenticator(GenericOAuthenticator):
                 f"Your Unix account {username} could not be created; tell the factory's support.",
             )
         self.log.info("Created the Unix account of %s", username)
+
+
+def _ask_for(username: str, accounts: list[str]) -> str:
+    """What to ask the operators for: an association in one of ``accounts``."""
+    if not accounts:
+        where = "your project's Slurm account"
+    elif len(accounts) == 1:
+        where = f"the account {accounts[0]}"
+    else:
+        where = "one of the accounts " + ", ".join(accounts)
+    return (
+        f"Ask the factory's operators to add {username} to Slurm's accounting with an "
+        f"association in {where} (sacctmgr add user {username} account=...), then sign in again."
+    )
+
+
+def _not_in_slurm(username: str, accounts: list[str]) -> str:
+    """The refusal of a person Slurm's accounting has no record of."""
+    return (
+        f"You signed in as {username}, but the cluster's Slurm accounting has no user "
+        f"{username}, so nothing could run for you here. " + _ask_for(username, accounts)
+    )
+
+
+def _not_in_project_accounts(username: str, accounts: list[str]) -> str:
+    """The refusal of a person whose associations are all outside their projects' accounts."""
+    return (
+        f"You signed in as {username}; Slurm's accounting knows you, but not in the account "
+        "of any of your projects, so no job of yours could be charged. "
+        + _ask_for(username, accounts)
+    )

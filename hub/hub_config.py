@@ -239,6 +239,9 @@ def oidc_settings(site: Site, environ: Mapping[str, str]) -> dict[str, Any]:
         ),
         "identities_db": str(Path(site.hub.state_dir) / "identities.sqlite"),
         "manage_slurm_associations": site.slurm.manage_associations,
+        # rest: who exists is Slurm's word (the authenticator asks the Slurm client)
+        "slurm_access": site.slurm.access,
+        "slurm_rest": dict(site.slurm.rest),
     }
     explicit = {
         "authorize_url": oidc.authorize_url,

@@ -37,11 +37,28 @@ _form_env = Environment(
 )
 
 
+def unix_groups(username: str) -> set[str]:
+    """The Unix groups of ``username`` in this host's databases (the "local" access mode
+    only: the hub is then a submit host); empty when this host does not know the user."""
+    try:
+        entry = pwd.getpwnam(username)
+    except KeyError:
+        return set()
+    names: set[str] = set()
+    for gid in os.getgrouplist(entry.pw_name, entry.pw_gid):
+        try:
+            names.add(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            continue
+    return names
+
+
 class ServerChoices(CourseServers):
     """Mixed into the Slurm spawner (which provides ``user``, ``name``, ``orm_spawner``,
     ``active`` and the ``req_*`` traits)."""
 
     orm_spawner: Any  # JupyterHub's Spawner's
+    slurm_access: str  # the spawner's: "local" or "rest"
 
     profiles = List(
         Dict(),
@@ -58,7 +75,8 @@ class ServerChoices(CourseServers):
         help="""Projects (set from the site file): name, display_name, description, account,
         groups, profiles, max_servers, max_gpus_per_user. Empty: no projects, no --account.
         A user belongs to a project when one of their groups (JupyterHub groups, synced from
-        the identity provider, or Unix groups) is among the project's groups.
+        the identity provider, or Unix groups in the "local" access mode) is among the
+        project's groups.
         """,
     ).tag(config=True)
 
@@ -77,18 +95,14 @@ class ServerChoices(CourseServers):
     )
 
     def user_groups(self) -> set[str]:
-        """The user's Unix groups (when this host knows the user) and JupyterHub groups."""
+        """The user's JupyterHub groups (the identity provider's, synced at sign-in) and, in
+        the "local" access mode, their Unix groups where this host knows the user. In the
+        "rest" mode this host's user and group databases are not the cluster's (the hub
+        runs in a pod): the IdP's groups alone."""
         names = {g.name for g in self.user.groups}
-        try:
-            entry = pwd.getpwnam(self.user.name)
-        except KeyError:
+        if self.slurm_access != "local":
             return names
-        for gid in os.getgrouplist(entry.pw_name, entry.pw_gid):
-            try:
-                names.add(grp.getgrgid(gid).gr_name)
-            except KeyError:
-                continue
-        return names
+        return names | unix_groups(self.user.name)
 
     def available_profiles(self) -> tuple[Profile, ...]:
         return profiles_for(load_profiles(self.profiles), self.user.name, self.user_groups())

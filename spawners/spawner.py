@@ -260,6 +260,17 @@ class FactorySlurmSpawner(ServerChoices, SlurmSpawner):
     def job_partition(self) -> str:
         return self.job_request.partition if self.job_request else ""
 
+    def user_env(self, env: dict[str, str]) -> dict[str, str]:
+        """USER and HOME of the job (batchspawner's UserEnvMixin, which get_env calls). The
+        "local" mode keeps batchspawner's: this host's passwd (HOME, login SHELL). The
+        "rest" mode never reads this host's passwd (the pod's holds nobody): HOME is the
+        Slurm client's (slurm.rest.home), and SHELL is left to the compute node."""
+        if self.slurm_access == "local":
+            return dict(super().user_env(env))
+        env["USER"] = self.user.name
+        env["HOME"] = self.home()
+        return env
+
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
         env["PATH"] = f"{self.python_env}/bin:/usr/local/bin:/usr/bin:/bin"

@@ -5,7 +5,11 @@ whose user name claim reads ``root``, ``daemon`` or the Reports service's accoun
 sign in as it: sign-in would add that account to a project's Slurm account and run servers
 (and, in the "rest" mode, mint Slurm tokens) as it. Two rules, both from the site file's
 ``auth.unix_users``: the names in ``reserved_names`` are refused outright, and an existing
-account whose uid is below ``min_uid`` is a system account and refused too.
+account whose uid is below ``min_uid`` is a system account and refused too. Where the uid
+comes from depends on the Slurm access mode: "local", this host's user database (the hub is
+a submit host); "rest", Slurm's user record, never the hub's host (:func:`no_uid` at the
+name check). slurmrestd 22.05's user records carry no uid, so there the reserved names are
+the rule that holds: a site lists its system and service accounts in them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ def lookup_uid(username: str) -> int | None:
         return pwd.getpwnam(username).pw_uid
     except KeyError:
         return None
+
+
+def no_uid(username: str) -> None:
+    """No uid: the "rest" access mode, where this host's user database is not the cluster's
+    (the uid rule then applies to Slurm's record of the user, where it has a uid)."""
+    return None
 
 
 def check_not_system_account(

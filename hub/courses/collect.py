@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import pwd
 import shutil
 import signal
 import stat
 import sys
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -139,12 +138,9 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _as(user: str, argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """``argv`` run as ``user`` (runuser), with that user's minimal environment."""
-    try:
-        home = pwd.getpwnam(user).pw_dir
-    except KeyError:
-        home = "/"
+def _as(user: str, argv: Sequence[str], home: str = "/") -> tuple[list[str], dict[str, str]]:
+    """``argv`` run as ``user`` (runuser), with that user's minimal environment (``home``:
+    the caller's, from the Slurm client or this host's passwd; this module asks neither)."""
     return ["runuser", "-u", user, "--", *argv], minimal_env(user, home)
 
 
@@ -155,19 +151,27 @@ def _why(rc: int, err: str) -> str:
 
 
 async def collect(
-    sources: dict[str, str], trainer: str, target: str, python: str = sys.executable
+    sources: dict[str, str],
+    trainer: str,
+    target: str,
+    python: str = sys.executable,
+    homes: Mapping[str, str] | None = None,
 ) -> Collected:
     """Copy the notebooks of each participant (name -> their course folder) into
     ``target/<participant>/`` as ``trainer``. The service never looks at the folders itself:
-    the participant's side runs as the participant."""
+    the participant's side runs as the participant. ``homes``: each person's home (their
+    processes' HOME; "/" for those missing)."""
     result = Collected(target)
     me = [python, "-m", "factoryhub.hub.courses.collect"]
+    homes = homes or {}
     for participant, folder in sorted(sources.items()):
-        rc, packed, err = await _run(*_as(participant, [*me, "pack", folder]))
+        pack_as = _as(participant, [*me, "pack", folder], homes.get(participant, "/"))
+        rc, packed, err = await _run(*pack_as)
         if rc != 0:
             result.problems[participant] = _why(rc, err)
             continue
-        argv, env = _as(trainer, [*me, "unpack", str(Path(target) / participant)])
+        unpack_argv = [*me, "unpack", str(Path(target) / participant)]
+        argv, env = _as(trainer, unpack_argv, homes.get(trainer, "/"))
         rc, out, err = await _run(argv, env, packed)
         if rc != 0:
             result.problems[participant] = _why(rc, err)

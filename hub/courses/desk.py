@@ -73,6 +73,8 @@ def trainers_of(course: Course, users: dict[str, dict[str, Any]]) -> list[tuple[
 
 
 def home_of(username: str) -> str | None:
+    """The home of ``username`` in this host's user database (the "local" access mode: the
+    service runs on a submit host); None when this host does not know them."""
     try:
         return pwd.getpwnam(username).pw_dir
     except KeyError:
@@ -90,6 +92,18 @@ class CourseDesk:
         self.people = People(hub.api_url, hub.token)
         self.slurm = slurm or make_client()
         self.tasks: set[asyncio.Task[Any]] = set()
+
+    def home(self, username: str) -> str | None:
+        """Where ``username``'s files are on the cluster; None when the cluster does not
+        know them. "local": this host's passwd. "rest": the Slurm client's home
+        (slurm.rest.home), never this host's passwd (the service's pod knows nobody); who
+        exists was Slurm's word at sign-in."""
+        if self.site.slurm.access == "local":
+            return home_of(username)
+        try:
+            return self.slurm.home(username)
+        except SlurmError:
+            return None
 
     # ------------------------------------------------------------------ courses and people
 
@@ -251,7 +265,7 @@ class CourseDesk:
                 batch.skipped[p.name] = f"{p.state}, has not accepted the invitation"
             elif not p.signed_in:
                 batch.skipped[p.name] = "has not signed in to the hub yet"
-            elif home_of(p.name) is None:
+            elif self.home(p.name) is None:
                 batch.skipped[p.name] = "has no Unix account on the cluster yet"
             elif p.state != "stopped":
                 batch.skipped[p.name] = f"already {p.state}"
@@ -322,17 +336,18 @@ class CourseDesk:
     # ------------------------------------------------------------------ notebooks
 
     async def collect(self, course: Course, who: str) -> Collected:
-        home = home_of(who)
+        home = self.home(who)
         if home is None:
             raise Refused(409, f"{who} has no Unix account here to collect the notebooks into.")
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         target = Path(self.settings.collect_dir_for(home, who)) / course.name / stamp
-        sources = {}
+        sources, homes = {}, {who: home}
         for p in await self.roster(course):
-            p_home = home_of(p.name)
+            p_home = self.home(p.name)
             if p_home is not None:
                 sources[p.name] = self.settings.folder_for(p_home, p.name, course.name)
-        made = await collect(sources, who, str(target))
+                homes[p.name] = p_home
+        made = await collect(sources, who, str(target), homes=homes)
         self.store.log(
             course.name,
             who,

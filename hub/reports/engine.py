@@ -58,18 +58,24 @@ class UnixAccount:
     home: str
 
 
-def unix_account(name: str, client: SlurmClient) -> UnixAccount:
-    """The user a run runs as, with the home the Slurm client knows. The uid is -1 when this
-    host does not know the user (the "rest" access mode): outputs cannot be read here."""
+def host_uid(name: str) -> int:
+    """The uid of ``name`` in this host's user database, -1 when it has none (the "local"
+    access mode only: the service then runs on a submit host)."""
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return -1
+
+
+def unix_account(name: str, client: SlurmClient, access: str = "local") -> UnixAccount:
+    """The user a run runs as, with the home the Slurm client knows. The uid is -1 in the
+    "rest" access mode, whose service never reads this host's passwd (the pod's knows
+    nobody, and Slurm 22.05's user record has no uid): outputs cannot be read here."""
     try:
         home = client.home(name)
     except SlurmError:
         raise Refused(409, f"There is no Unix user {name!r} on the factory to run as.") from None
-    try:
-        uid = pwd.getpwnam(name).pw_uid
-    except KeyError:
-        uid = -1
-    return UnixAccount(name, uid, home)
+    return UnixAccount(name, host_uid(name) if access == "local" else -1, home)
 
 
 class ReportEngine:
@@ -117,7 +123,7 @@ class ReportEngine:
         return f"{self.site.slurm.job_name_prefix}-report-{run_id}"
 
     def paths(self, run: Run) -> tuple[UnixAccount, runner.RunPaths]:
-        account = unix_account(run.run_as, self.client)
+        account = unix_account(run.run_as, self.client, self.site.slurm.access)
         root = self.settings.output_dir_for(account.home, account.name)
         return account, runner.RunPaths.for_run(root, run.id, run.report)
 
@@ -147,7 +153,7 @@ class ReportEngine:
         try:
             checked = validate(report.parameters, values)
             if any(p.type == "path" and checked.get(p.name) for p in report.parameters):
-                home = unix_account(run_as, self.client).home
+                home = unix_account(run_as, self.client, self.site.slurm.access).home
                 checked = confine(report.parameters, checked, home, self.settings.path_folders)
             return checked
         except ParameterError as e:

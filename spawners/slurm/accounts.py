@@ -108,13 +108,23 @@ def delete_account(name: str) -> bool:
 # --- users and associations --------------------------------------------------------------------
 
 
+def associations_argv(username: str) -> tuple[str, ...]:
+    """``sacctmgr``'s argv listing ``username``'s associations, one ``user|account`` row each
+    (sans-IO: the local Slurm client runs it too; sacctmgr has no JSON in 22.05)."""
+    valid_user(username)
+    where = ("where", f"user={username}", "format=user,account")
+    return ("sacctmgr", "-n", "-P", "show", "association", *where)
+
+
+def accounts_in(out: str, username: str) -> set[str]:
+    """The accounts in ``sacctmgr``'s answer to :func:`associations_argv` (``-P`` rows of
+    names only: the operator's, never a user's)."""
+    return {row[1] for row in _rows(out) if len(row) > 1 and row[0] == username and row[1]}
+
+
 def user_accounts(username: str) -> set[str]:
     """The accounts ``username`` has an association with (empty: they cannot submit)."""
-    valid_user(username)
-    out = sacctmgr(
-        ["-n", "-P", "show", "association", "where", f"user={username}", "format=user,account"]
-    )
-    return {row[1] for row in _rows(out) if len(row) > 1 and row[0] == username and row[1]}
+    return accounts_in(sacctmgr(associations_argv(username)[1:]), username)
 
 
 def default_account(username: str) -> str | None:

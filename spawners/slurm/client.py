@@ -29,6 +29,7 @@ __all__ = [
     "SlurmClient",
     "SlurmError",
     "SlurmUnavailable",
+    "SlurmUser",
     "by_id",
     "named",
 ]
@@ -86,6 +87,24 @@ class JobInfo:
         return self.pending or self.running or self.state in SUSPENDED_STATES
 
 
+@dataclass(frozen=True)
+class SlurmUser:
+    """A person as the cluster knows them: who may use the factory, and as what.
+
+    ``accounts`` are the Slurm accounts the user has an association with (what they may
+    charge). ``uid`` is the user's uid where the source tells it: this host's user database
+    in the "local" mode; ``None`` in the "rest" mode, because slurmrestd 22.05's user record
+    (``/slurmdb/v0.0.38/user/<name>``) carries none (name, associations, default account,
+    administrator level, coordinators, flags). ``home`` is where their files are.
+    """
+
+    name: str
+    home: str
+    accounts: frozenset[str] = frozenset()
+    default_account: str = ""
+    uid: int | None = None
+
+
 def by_id(jobs: Iterable[JobInfo], job_ids: Iterable[str]) -> dict[str, JobInfo]:
     """The jobs among ``jobs`` whose ids are asked for (ids that are not numbers never are)."""
     ids = {j for j in job_ids if j and j.isdigit()}
@@ -108,6 +127,13 @@ class SlurmClient(Protocol):
 
     def home(self, username: str) -> str:
         """The user's home directory on the cluster."""
+        ...
+
+    async def user(self, username: str) -> SlurmUser | None:
+        """The user as the cluster knows them; None when it does not. "local": this host's
+        user database (a submit host's passwd is the cluster's) and ``sacctmgr``'s
+        associations; "rest": Slurm's accounting (the user's record, asked as the query
+        user), the home from the site's template: no lookup on the hub's host."""
         ...
 
     async def submit(

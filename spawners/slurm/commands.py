@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from factoryhub.spawners.slurm.accounts import accounts_in, associations_argv
 from factoryhub.spawners.slurm.client import CommandResult, JobInfo, SlurmError, SlurmUnavailable
 from factoryhub.spawners.slurm.job_json import (
     UNAVAILABLE,
@@ -38,6 +39,7 @@ from factoryhub.spawners.slurm.job_json import (
 __all__ = [
     "Command",
     "accounted",
+    "associations",
     "cancel",
     "check_result",
     "final_state",
@@ -211,6 +213,17 @@ def accounted(job_id: str) -> Command[list[AccountedJob]]:
         raise ValueError(f"not a Slurm job id: {job_id!r}")
     what = "the accounting query"
     return Command(("sacct", "--json", f"--jobs={job_id}"), what, _json(what, accounted_jobs))
+
+
+def associations(username: str) -> Command[frozenset[str]]:
+    """The accounts ``username`` has an association with (empty: Slurm does not know them)."""
+    what = f"the associations of {username}"
+
+    def read(result: CommandResult) -> frozenset[str]:
+        check_result(result, what)
+        return frozenset(accounts_in(result.stdout, username))
+
+    return Command(associations_argv(username), what, read)
 
 
 # ---------------------------------------------------------------------- nodes, reservations

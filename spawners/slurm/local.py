@@ -23,6 +23,7 @@ from factoryhub.spawners.slurm.client import (
     JobInfo,
     SlurmError,
     SlurmUnavailable,
+    SlurmUser,
     by_id,
     named,
 )
@@ -55,6 +56,17 @@ class LocalSlurmClient:
             return pwd.getpwnam(username).pw_dir
         except KeyError:
             raise SlurmError(f"there is no user {username!r} on this host") from None
+
+    async def user(self, username: str) -> SlurmUser | None:
+        """The user in this host's user database (the hub is a submit host: its passwd is the
+        cluster's), with the accounts ``sacctmgr`` lists for them; None when this host has
+        no such user."""
+        try:
+            entry = pwd.getpwnam(username)
+        except KeyError:
+            return None
+        accounts = await self._do(commands.associations(username))
+        return SlurmUser(username, entry.pw_dir, accounts, uid=entry.pw_uid)
 
     def user_env(self, username: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment of a command run as ``username``: the minimal one, the Slurm

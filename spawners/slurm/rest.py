@@ -21,11 +21,12 @@ from typing import Any
 
 import httpx
 
-from factoryhub.spawners.model.users import fill_user_template
+from factoryhub.spawners.model.users import POSIX_NAME, fill_user_template
 from factoryhub.spawners.slurm.client import (
     JobInfo,
     SlurmError,
     SlurmUnavailable,
+    SlurmUser,
     by_id,
     named,
 )
@@ -44,7 +45,7 @@ from factoryhub.spawners.slurm.job_json import (
 from factoryhub.spawners.slurm.sbatch_options import UnsupportedOption, job_properties
 from factoryhub.spawners.slurm.tokens import JwtKeyError, TokenCache
 
-__all__ = ["DEFAULT_PATH", "RestSlurmClient", "job_info", "prologue"]
+__all__ = ["DEFAULT_PATH", "RestSlurmClient", "job_info", "prologue", "user_record"]
 
 _INVALID_JOB = "Invalid job id"
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -68,6 +69,54 @@ def prologue(dirs: Sequence[str], files: Mapping[str, str], output: str) -> str:
         target = shlex.quote(head) + ('"$SLURM_JOB_ID"' + shlex.quote(tail) if mark else "")
         lines.append(f"exec >>{target} 2>&1")
     return "\n".join(lines) + "\n"
+
+
+def user_record(data: Mapping[str, Any], username: str, home: str) -> SlurmUser | None:
+    """``username`` from slurmrestd's answer to ``/slurmdb/v0.0.38/user/<name>`` (sans-IO);
+    None when the answer holds no live record of them. A record's ``uid`` is read where
+    Slurm gives one; 22.05's records have none."""
+    for record in listed(data, "users", "the user lookup"):
+        if record.get("name") != username or "DELETED" in (record.get("flags") or []):
+            continue
+        associations = record.get("associations") or []
+        accounts = frozenset(
+            a["account"]
+            for a in associations
+            if isinstance(a, Mapping)
+            and a.get("user") == username
+            and isinstance(a.get("account"), str)
+            and a["account"]
+        )
+        default = record.get("default")
+        default_account = default.get("account") if isinstance(default, Mapping) else ""
+        uid = record.get("uid")
+        return SlurmUser(
+            name=username,
+            home=home,
+            accounts=accounts,
+            default_account=default_account if isinstance(default_account, str) else "",
+            uid=uid if isinstance(uid, int) and not isinstance(uid, bool) else None,
+        )
+    return None
+
+
+def _raise_errors(data: Mapping[str, Any], what: str) -> None:
+    """SlurmUnavailable or SlurmError for the errors in slurmrestd's answer (slurmdbd's
+    "Nothing found" is none)."""
+    errors = errors_of(data)
+    if not errors:
+        return
+    message = error_text(errors).strip()
+    unspecified = all(e.get("error_number") == -1 for e in errors)
+    if UNAVAILABLE.search(message) or unspecified:
+        # slurmctld down, or slurmctld dropping a token made with another key: the two look
+        # alike from here (slurmctld's log tells them apart).
+        raise SlurmUnavailable(
+            f"Slurm did not answer ({what}): {message}. If slurmctld is up, the "
+            "hub's JWT key (slurm.rest.key_file) is probably not the cluster's "
+            "(slurm.conf AuthAltParameters=jwt_key)"
+        )
+    raise SlurmError(f"Slurm refused {what}: {message}")
 
 
 def _under(path: str, dirs: Sequence[str]) -> bool:
@@ -104,9 +153,16 @@ class RestSlurmClient:
         return self._http
 
     async def _call(
-        self, method: str, path: str, user: str, what: str, body: Any = None
+        self,
+        method: str,
+        path: str,
+        user: str,
+        what: str,
+        body: Any = None,
+        nothing_found_ok: bool = False,
     ) -> dict[str, Any]:
-        """One request as ``user``; its JSON, or SlurmUnavailable / SlurmError."""
+        """One request as ``user``; its JSON, or SlurmUnavailable / SlurmError.
+        ``nothing_found_ok``: slurmdbd's "Nothing found" (HTTP 500) is an empty answer."""
         try:
             token = self.tokens.token(user)
         except JwtKeyError as e:
@@ -141,20 +197,9 @@ class RestSlurmClient:
                     f"{response.status_code} for {path} (is the {self.api_version} plugin on?)"
                 )
             raise SlurmError(f"slurmrestd answered {what} with HTTP {response.status_code}")
-        errors = errors_of(data)
-        if errors:
-            message = error_text(errors).strip()
-            unspecified = all(e.get("error_number") == -1 for e in errors)
-            if UNAVAILABLE.search(message) or unspecified:
-                # slurmctld down, or slurmctld dropping a token made with another key: the
-                # two look alike from here (slurmctld's log tells them apart).
-                raise SlurmUnavailable(
-                    f"Slurm did not answer ({what}): {message}. If slurmctld is up, the "
-                    "hub's JWT key (slurm.rest.key_file) is probably not the cluster's "
-                    "(slurm.conf AuthAltParameters=jwt_key)"
-                )
-            raise SlurmError(f"Slurm refused {what}: {message}")
-        if response.status_code >= 400:
+        _raise_errors(data, what)
+        nothing_found = nothing_found_ok and bool(data.get("errors"))  # the only errors
+        if response.status_code >= 400 and not nothing_found:
             raise SlurmError(f"Slurm refused {what}: HTTP {response.status_code}")
         return data
 
@@ -166,6 +211,17 @@ class RestSlurmClient:
     def home(self, username: str) -> str:
         """The user's home directory on the cluster (the site's template; no lookup)."""
         return fill_user_template(self.home_template, username=username)
+
+    async def user(self, username: str) -> SlurmUser | None:
+        """The user's record in Slurm's accounting (asked as the query user); None when
+        Slurm has none, i.e. the user has no association. Nothing on the hub's host is
+        asked: the home is the site's template (``slurm.rest.home``)."""
+        if not POSIX_NAME.fullmatch(username):
+            return None  # not a name Slurm's users can have
+        path = f"/slurmdb/{self.api_version}/user/{username}"
+        what = f"the lookup of user {username}"
+        data = await self._call("GET", path, self.query_user, what, nothing_found_ok=True)
+        return user_record(data, username, self.home(username))
 
     # ------------------------------------------------------------------ jobs
 

@@ -33,6 +33,7 @@ from factoryhub.spawners.slurm.client import (
     SlurmClient,
     SlurmError,
     SlurmUnavailable,
+    SlurmUser,
 )
 from factoryhub.spawners.slurm.poller import SlurmPoller
 from factoryhub.spawners.spawner import FactorySlurmSpawner
@@ -69,6 +70,9 @@ class ScriptedSlurm:
 
     def home(self, username: str) -> str:
         return self.home_dir
+
+    async def user(self, username: str) -> SlurmUser | None:
+        return SlurmUser(username, self.home_dir)
 
     async def submit(
         self,
