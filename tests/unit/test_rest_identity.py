@@ -30,7 +30,9 @@ from factoryhub.hub.courses.desk import CourseDesk
 from factoryhub.hub.reports.engine import unix_account
 from factoryhub.hub.site.loader import example_site_path, load_site
 from factoryhub.spawners.courses.store import CourseStore
-from factoryhub.spawners.slurm.client import SlurmUnavailable, SlurmUser
+from factoryhub.spawners.slurm import commands
+from factoryhub.spawners.slurm.client import CommandResult, SlurmUnavailable, SlurmUser
+from factoryhub.spawners.slurm.local import LocalSlurmClient
 from factoryhub.spawners.slurm.rest import RestSlurmClient, user_record
 from factoryhub.spawners.spawner import FactorySlurmSpawner
 
@@ -154,6 +156,34 @@ async def test_the_rest_client_asks_slurms_accounting_as_the_query_user(
     assert client.asked == ["root", "root"]  # type: ignore[attr-defined]
     with pytest.raises(SlurmUnavailable):
         await rest_client(tmp_path, None).user("sofia")
+
+
+def test_sacctmgrs_associations_are_read_once_for_the_local_client() -> None:
+    command = commands.associations("ada")
+    assert command.argv[:5] == ("sacctmgr", "-n", "-P", "show", "association")
+    assert "user=ada" in command.argv
+    said = CommandResult(0, "ada|climate-lab\nada|factory-ops\nbob|acme-ai\n", "")
+    assert command.read(said) == {"climate-lab", "factory-ops"}
+    assert command.read(CommandResult(0, "", "")) == frozenset()  # Slurm does not know ada
+    down = "sacctmgr: error: Problem talking to the database: Connection refused"
+    with pytest.raises(SlurmUnavailable):
+        command.read(CommandResult(1, "", down))
+    with pytest.raises(ValueError):
+        commands.associations("-ada")
+
+
+async def test_the_local_client_keeps_passwd_semantics() -> None:
+    class Answering(LocalSlurmClient):
+        async def _run(self, argv: Any, *, input: Any = None, env: Any = None) -> CommandResult:
+            assert argv[0] == "sacctmgr" and "user=root" in argv
+            return CommandResult(0, "root|root\nroot|factory-ops\n", "")
+
+    client = Answering()
+    root = await client.user("root")
+    assert root == SlurmUser(
+        "root", pwd.getpwnam("root").pw_dir, frozenset({"root", "factory-ops"}), uid=0
+    )
+    assert await client.user("fh-no-such-user") is None  # no passwd entry: not asked of Slurm
 
 
 # ---------------------------------------------------------------------- the authenticator
