@@ -265,3 +265,86 @@ def test_a_report_run_goes_through_slurmrestd(unix_users: Any, tmp_path: Path) -
     assert paths.out_dir.stat().st_mode & 0o777 == 0o700
     assert "over-rest" in paths.html.read_text()
     assert (paths.out_dir / f"slurm-{submitted.job_id}.log").exists()
+
+
+REST_ACCOUNT = "fhtest-rest-lab"
+REST_GROUP = "fhtest-rest-group"
+IN_SLURM = "fhtest-rest-assoc"  # an association in REST_ACCOUNT, no Unix account anywhere
+NOT_IN_SLURM = "fhtest-rest-none"  # no Slurm user record at all
+
+
+def _rest_authenticator(tmp_path: Path) -> Any:
+    """The authenticator as the hub configures it from a rest-mode site file (the site's
+    projects plus one whose account is REST_ACCOUNT), against the real slurmrestd."""
+    from factoryhub.hub.auth import FactoryOIDCAuthenticator
+    from factoryhub.hub.hub_config import hub_settings
+    from factoryhub.hub.site.loader import example_site_path, parse_site
+
+    secret = tmp_path / "client-secret"
+    secret.write_text("s3cret\n")
+    data = yaml.safe_load(example_site_path().read_text())
+    data["hub"]["state_dir"] = str(tmp_path)
+    data["auth"]["oidc"]["client_secret_file"] = str(secret)
+    data["auth"]["unix_users"] = {"create": False}
+    data["slurm"]["manage_associations"] = False
+    data["slurm"]["access"] = "rest"
+    data["slurm"]["rest"] = {"url": slurmrestd.URL, "key_file": str(slurmrestd.KEY)}
+    data["projects"].append(
+        {
+            "name": REST_ACCOUNT,
+            "display_name": "FH Rest Lab",
+            "account": REST_ACCOUNT,
+            "groups": [REST_GROUP],
+            "profiles": ["cpu-small"],
+        }
+    )
+    settings = hub_settings(parse_site(data), {})["FactoryOIDCAuthenticator"]
+    assert settings["slurm_access"] == "rest"
+    return FactoryOIDCAuthenticator(**settings)
+
+
+def test_who_may_sign_in_is_slurms_word(
+    slurm: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19, item 1, with the real slurmrestd and Slurm's accounting: a name with an
+    association in a project's account is accepted (no Unix account needed: this host's
+    passwd is never asked), one Slurm does not know is refused saying what to ask for."""
+    import asyncio
+
+    from tornado import web
+
+    from factoryhub.spawners.slurm import accounts
+
+    assert slurmrestd.answers(), "the local slurmrestd does not answer"
+    accounts.ensure_account(REST_ACCOUNT, "factoryhub rest-mode test")
+    accounts.ensure_user_in_account(IN_SLURM, REST_ACCOUNT)
+    subprocess.run(["sacctmgr", "-i", "delete", "user", f"name={NOT_IN_SLURM}"],
+                   capture_output=True, check=False)  # fmt: skip
+    auth = _rest_authenticator(tmp_path)
+
+    def no_passwd(*args: Any) -> Any:
+        raise AssertionError(f"the hub's passwd was read: {args}")
+
+    async def sign_ins() -> None:  # one event loop: the client's connections live in it
+        assert auth.user_info_to_username({"preferred_username": IN_SLURM}) == IN_SLURM
+        await auth.provision(IN_SLURM, [REST_GROUP])
+        with pytest.raises(web.HTTPError) as refused:
+            await auth.provision(NOT_IN_SLURM, [REST_GROUP])
+        assert refused.value.status_code == 403
+        message = refused.value.log_message or ""
+        assert f"Slurm accounting has no user {NOT_IN_SLURM}" in message, message
+        assert "Ask the factory's operators" in message
+        assert f"the account {REST_ACCOUNT}" in message
+        # known to Slurm, but not in the account of the project the IdP puts them in
+        with pytest.raises(web.HTTPError) as refused:
+            await auth.provision(IN_SLURM, ["acme-ai"])
+        assert refused.value.status_code == 403
+        assert "not in the account of any of your projects" in (refused.value.log_message or "")
+
+    monkeypatch.setattr(pwd, "getpwnam", no_passwd)
+    monkeypatch.setattr(pwd, "getpwuid", no_passwd)
+    try:
+        asyncio.run(sign_ins())
+    finally:
+        monkeypatch.undo()
+        accounts.remove_user_from_account(IN_SLURM, REST_ACCOUNT)
