@@ -12,8 +12,9 @@ import pytest
 from factoryhub.hub.hub_config import hub_tag
 from factoryhub.hub.site.loader import load_site
 from tests.support.hub import RunningHub
+from tests.support.waiting import wait_no_jobs, wait_until
 
-from .test_spawn import jobs_of, wait_no_jobs
+from .test_spawn import jobs_of
 
 pytestmark = pytest.mark.slurm
 
@@ -25,15 +26,6 @@ def server_and_route(hub: RunningHub, user: str) -> tuple[bool, bool]:
     return server, any(path.startswith(f"/user/{user}/") for path in routes)
 
 
-def wait_until(check: Any, timeout: float, step: float = 0.1) -> float:
-    begun = time.monotonic()
-    while time.monotonic() - begun < timeout:
-        if check():
-            return time.monotonic() - begun
-        time.sleep(step)
-    raise AssertionError(f"not within {timeout} s")
-
-
 def test_scancel_removes_the_server_from_the_api_and_the_routes(
     hub: RunningHub, unix_users: Any
 ) -> None:
@@ -43,10 +35,16 @@ def test_scancel_removes_the_server_from_the_api_and_the_routes(
     assert server_and_route(hub, user) == (True, True)
     (job_id,) = [line.split()[0] for line in jobs_of(user)]
     subprocess.run(["scancel", job_id], check=True)
-    took = wait_until(lambda: server_and_route(hub, user) == (False, False), timeout=10)
+    begun = time.monotonic()
+    wait_until(
+        lambda: server_and_route(hub, user) == (False, False),
+        10,
+        lambda: f"server and route of {user} after scancel: {server_and_route(hub, user)}",
+    )
+    took = time.monotonic() - begun
     assert took < 5, took  # the benchmark measures the p95; this is a bound, not a figure
     assert f"job {job_id} was cancelled" in hub.log_tail(200)
-    wait_no_jobs(user)
+    wait_no_jobs([user])
 
 
 def sbatch_sleep(user: str, comment: str) -> str:
@@ -63,7 +61,11 @@ def test_an_orphan_job_of_this_hub_is_cancelled(hub: RunningHub, unix_users: Any
     other = sbatch_sleep(user, comment="factoryhub:another-hub")  # another hub's: left alone
     try:
         grace = load_site(hub.site_file).slurm.orphan_grace
-        wait_until(lambda: out not in " ".join(jobs_of(user)), timeout=grace * 3 + 30, step=1)
+        wait_until(
+            lambda: out not in " ".join(jobs_of(user)),
+            grace * 3 + 30,
+            lambda: f"orphan {out} still queued: {jobs_of(user)}",
+        )
         assert other in " ".join(jobs_of(user))
         assert f"Cancelling orphan job {out}" in hub.log_tail(300)
     finally:
@@ -78,7 +80,7 @@ def test_a_spawn_cut_by_a_hub_crash_is_reconciled(hub: RunningHub, unix_users: A
             c.post(f"/hub/api/users/{user}/server", json={}, timeout=0.5)
         except Exception:
             pass  # the spawn goes on in the hub
-    wait_until(lambda: bool(jobs_of(user)), timeout=20)
+    wait_until(lambda: bool(jobs_of(user)), 20, lambda: f"no job of {user} yet")
     hub.kill_hub_only()  # SIGKILL while the spawn is in flight
     hub.start()
     # adopted (a ready server) or cancelled (no job), never leaked
@@ -88,10 +90,14 @@ def test_a_spawn_cut_by_a_hub_crash_is_reconciled(hub: RunningHub, unix_users: A
         server, _ = server_and_route(hub, user)
         return (server and bool(jobs_of(user))) or (not server and not jobs_of(user))
 
-    wait_until(settled, timeout=grace * 3 + 30, step=1)
+    wait_until(
+        settled,
+        grace * 3 + 30,
+        lambda: f"{user}: server/route {server_and_route(hub, user)}, jobs {jobs_of(user)}",
+    )
     if server_and_route(hub, user)[0]:
         hub.stop_server(user)
-    wait_no_jobs(user)
+    wait_no_jobs([user])
 
 
 def test_slurm_silent_for_60_s_loses_no_server(
@@ -120,7 +126,7 @@ def test_slurm_silent_for_60_s_loses_no_server(
             assert jobs_of(user) == before[user]
     for user in users:
         hub.stop_server(user)
-        wait_no_jobs(user)
+        wait_no_jobs([user])
 
 
 def test_the_poller_is_one_query_for_all_servers(hub: RunningHub, unix_users: Any) -> None:
@@ -137,7 +143,7 @@ def test_the_poller_is_one_query_for_all_servers(hub: RunningHub, unix_users: An
     finally:
         for user in users:
             hub.stop_server(user)
-            wait_no_jobs(user)
+            wait_no_jobs([user])
 
 
 def test_the_metrics_report_the_poller_and_spawns(hub: RunningHub, unix_users: Any) -> None:
@@ -149,7 +155,7 @@ def test_the_metrics_report_the_poller_and_spawns(hub: RunningHub, unix_users: A
             text = c.get("/hub/metrics").text
     finally:
         hub.stop_server(user)
-        wait_no_jobs(user)
+        wait_no_jobs([user])
     samples = {
         line.split(" ")[0]: float(line.split(" ")[1])
         for line in text.splitlines()

@@ -13,29 +13,16 @@ import httpx
 import pytest
 
 from factoryhub.local import slurm as local_slurm
-from factoryhub.spawners.slurm import job_json as slurm_json
 from tests.support.hub import RunningHub
 from tests.support.kernel import run_in_kernel
+from tests.support.waiting import squeue_jobs, wait_no_jobs
 
 pytestmark = pytest.mark.slurm
 
 
 def jobs_of(user: str) -> list[str]:
-    """``"<id> <state> <name>"`` of each of the user's active jobs (from ``squeue --json``)."""
-    out = subprocess.run(
-        ["squeue", "--json"], capture_output=True, text=True, check=True, timeout=30
-    ).stdout
-    jobs = slurm_json.jobs_of(slurm_json.loads(out, "squeue --json"))
-    return [f"{j.job_id} {j.state} {j.name}" for j in jobs if j.user == user and j.active]
-
-
-def wait_no_jobs(user: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not jobs_of(user):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"jobs of {user} left behind: {jobs_of(user)}")
+    """``"<id> <state> <name>"`` of each of the user's live jobs (``squeue --json``)."""
+    return [f"{j.job_id} {j.state} {j.name}" for j in squeue_jobs([user])]
 
 
 def test_two_users_spawn_run_code_as_themselves_and_stop(hub: RunningHub, unix_users: Any) -> None:
@@ -64,7 +51,7 @@ def test_two_users_spawn_run_code_as_themselves_and_stop(hub: RunningHub, unix_u
     assert "127.0.0.1" in server["url"] or server["url"].startswith("/user/")
     for user in users:
         hub.stop_server(user)
-        wait_no_jobs(user)
+        wait_no_jobs([user])
 
 
 def test_a_user_cannot_reach_another_users_server(hub: RunningHub, unix_users: Any) -> None:
@@ -84,7 +71,7 @@ def test_a_user_cannot_reach_another_users_server(hub: RunningHub, unix_users: A
             assert r.status_code in (302, 403), r.status_code
     finally:
         hub.stop_server(owner)
-    wait_no_jobs(owner)
+    wait_no_jobs([owner])
 
 
 INJECTIONS = [
@@ -140,7 +127,7 @@ def test_spawn_while_slurm_is_down_fails_clearly_and_leaves_no_job(
     slurm_outage.start()
     # whatever sbatch may have created while the controller was down is cancelled
     time.sleep(2)
-    wait_no_jobs(user, timeout=60)
+    wait_no_jobs([user], timeout=60)
     assert time.monotonic() - started < 240
 
 
@@ -161,7 +148,7 @@ def test_servers_survive_a_hub_restart(hub: RunningHub, unix_users: Any) -> None
         assert r.status_code == 200, r.text
     assert jobs_of(user) == before
     hub.stop_server(user)
-    wait_no_jobs(user)
+    wait_no_jobs([user])
 
 
 def set_partition(name: str, state: str) -> None:
@@ -202,7 +189,7 @@ def test_progress_tells_the_queue_reason_then_the_node(hub: RunningHub, unix_use
     node = local_slurm.nodename()
     assert any(re.search(rf"Job \d+ is running on {node}", m) for m in messages), messages
     hub.stop_server(user)
-    wait_no_jobs(user)
+    wait_no_jobs([user])
 
 
 def test_slurm_outage_keeps_running_servers(
@@ -224,7 +211,7 @@ def test_slurm_outage_keeps_running_servers(
         slurm_outage.start()
     assert jobs_of(user) == before
     hub.stop_server(user)
-    wait_no_jobs(user)
+    wait_no_jobs([user])
 
 
 def test_servers_survive_a_hub_crash(hub: RunningHub, unix_users: Any) -> None:
@@ -239,4 +226,4 @@ def test_servers_survive_a_hub_crash(hub: RunningHub, unix_users: Any) -> None:
         assert r.status_code == 200, r.text
     assert jobs_of(user) == before
     hub.stop_server(user)
-    wait_no_jobs(user)
+    wait_no_jobs([user])
