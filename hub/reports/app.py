@@ -17,6 +17,7 @@ from factoryhub.hub.reports import schedules
 from factoryhub.hub.reports.catalog import Report
 from factoryhub.hub.reports.engine import ReportEngine
 from factoryhub.hub.reports.store import FINAL, Run, Schedule
+from factoryhub.hub.reports.uploads import UploadApi
 from factoryhub.hub.service_web import (
     People,
     Person,
@@ -363,6 +364,7 @@ def make_app(
         ("api/runs", RunsApi),
         (r"api/runs/(\d+)", RunsApi),
         (r"api/runs/(\d+)/(cancel|rerun)", RunActionApi),
+        (r"api/runs/(\d+)/upload", UploadApi),  # the run's job, with its token: .uploads
         ("api/schedules", SchedulesApi),
         (r"api/schedules/(\d+)", SchedulesApi),
         ("api/next-runs", NextRunsApi),

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import pwd
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from factoryhub.hub.reports import limits, runner, schedules, scheduling
+from factoryhub.hub.reports import limits, runner, schedules, scheduling, uploads
 from factoryhub.hub.reports.access import Access, Person
 from factoryhub.hub.reports.catalog import Catalog, Report
 from factoryhub.hub.reports.outputs import (
@@ -35,6 +35,7 @@ from factoryhub.hub.service_web import Refused
 from factoryhub.hub.site.model import Site
 from factoryhub.spawners.model.projects import Project
 from factoryhub.spawners.slurm.client import SlurmClient, SlurmError, SlurmUnavailable
+from factoryhub.spawners.user_files import last_lines
 
 log = logging.getLogger("factoryhub.reports")
 
@@ -87,6 +88,7 @@ class ReportEngine:
         client: SlurmClient,
         hub_tag: str,
         lookup: scheduling.OwnerLookup | None = None,
+        service_url: str = "",
     ) -> None:
         self.site = site
         self.lookup = lookup  # who a schedule's owner is now (the hub's API)
@@ -97,6 +99,15 @@ class ReportEngine:
         self.hub_tag = hub_tag
         self.access = Access(self.settings.access)
         self._misses: dict[int, int] = {}
+        # rest access mode: the jobs send their outputs to the service (see .uploads)
+        self.uploads: uploads.OutputStore | None = None
+        if site.slurm.access == "rest":
+            self.uploads = uploads.OutputStore(Path(site.hub.state_dir) / "reports" / "outputs")
+        self.upload_base = (self.settings.upload_url or service_url).rstrip("/")
+
+    def upload_url(self, run_id: int) -> str:
+        """Where run ``run_id``'s job sends its outputs (the rest access mode)."""
+        return f"{self.upload_base}/api/runs/{int(run_id)}/upload"
 
     # ------------------------------------------------------------------ who and where
 
@@ -195,11 +206,12 @@ class ReportEngine:
                 account=run.account,
                 job_name=self.job_name(run.id),
                 comment=f"{self.hub_tag}/report/{run.id}",
+                upload=self.uploads is not None,
             )
             job_id = await self.client.submit(
                 account.name,
                 script,
-                self._job_env(account),
+                self._job_env(account, run.id),
                 # the parent is the user's reports folder: only they may list their runs
                 dirs=[str(paths.out_dir.parent), str(paths.out_dir)],
                 files={str(paths.parameters): runner.parameters_json(run.parameters)},
@@ -214,15 +226,23 @@ class ReportEngine:
         log.info("report run %s (%s of %s) is Slurm job %s", run.id, run.report, run.user, job_id)
         return self.store.set_job(run.id, job_id)
 
-    def _job_env(self, account: UnixAccount) -> dict[str, str]:
+    def _job_env(self, account: UnixAccount, run_id: int) -> dict[str, str]:
+        """The job's environment; in the rest access mode with the run's upload URL and a
+        fresh upload token (only its digest is kept), never in the script's text."""
         venv_bin = str(Path(self.site.spawner.python_env) / "bin")
-        return {
+        env = {
             "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
             "HOME": account.home,
             "USER": account.name,
             "LOGNAME": account.name,
             "LANG": "C.UTF-8",
         }
+        if self.uploads is not None:
+            token, digest = uploads.new_token()
+            self.store.set_upload_token(run_id, digest)
+            env[uploads.TOKEN_ENV] = token
+            env[uploads.URL_ENV] = self.upload_url(run_id)
+        return env
 
     # ------------------------------------------------------------------ seeing and cancelling
 
@@ -327,6 +347,8 @@ class ReportEngine:
     async def finish(self, run: Run, state: str) -> Run:
         """Record how ``run`` ended: its job's final ``state`` and what its outputs say."""
         self._misses.pop(run.id, None)
+        if self.uploads is not None:
+            return await self._finish_uploaded(self.store.run(run.id), state, self.uploads)
         account, paths = self.paths(run)
         outcome = runner.read_outcome_bytes(await self._read_notebook(paths.executed, account.uid))
         has_html = await is_owned_file(paths.html, account.uid)
@@ -334,6 +356,45 @@ class ReportEngine:
             "notebook_path": str(paths.executed) if outcome.executed else "",
             "html_path": str(paths.html) if has_html else "",
         }
+
+        async def tail() -> str:
+            return await log_tail(paths.out_dir / f"slurm-{run.job_id}.log", account.uid)
+
+        return await self._record_end(run, state, outcome, fields, tail)
+
+    async def _finish_uploaded(self, run: Run, state: str, kept: uploads.OutputStore) -> Run:
+        """``finish`` in the rest access mode: the outputs are those the job sent."""
+        if run.status in FINAL:  # a refused upload already failed it
+            return run
+        outcome = runner.read_outcome_bytes(kept.read(run.id, "notebook"))
+        fields: dict[str, Any] = {
+            "notebook_path": str(kept.path(run.id, "notebook")) if outcome.executed else "",
+            "html_path": str(kept.path(run.id, "html")) if kept.has(run.id, "html") else "",
+        }
+        if not kept.has(run.id, "status") and state in ("COMPLETED", "FAILED", ""):
+            error = (
+                f"The job ended ({state or 'state unknown'}) without sending its outputs to "
+                f"the Reports service at {self.upload_url(run.id)}. Its Slurm log in the "
+                "run's folder in your home says why; the service's address for jobs is "
+                "reports.upload_url."
+            )
+            return self.store.move(run.id, "failed", error=error, **fields)
+
+        async def tail() -> str:
+            return last_lines(kept.read(run.id, "log") or b"", 15)
+
+        return await self._record_end(run, state, outcome, fields, tail)
+
+    async def _record_end(
+        self,
+        run: Run,
+        state: str,
+        outcome: runner.Outcome,
+        fields: dict[str, Any],
+        tail: Callable[[], Awaitable[str]],
+    ) -> Run:
+        """Move the ended ``run`` by its job's ``state`` and its notebook's ``outcome``;
+        ``tail``: the job log's last lines, read only when they are needed."""
         if state.startswith("CANCELLED"):
             return self.store.move(run.id, "cancelled", error="The job was cancelled.", **fields)
         if state in ENDED_BADLY:
@@ -343,16 +404,13 @@ class ReportEngine:
             return self.store.move(run.id, "failed", error=error, **fields)
         if outcome.executed and not outcome.failed and state in ("COMPLETED", ""):
             return self.store.move(run.id, "succeeded", **fields)
-        if account.uid < 0 and state == "COMPLETED":
-            # rest access mode, the users' files out of this service's sight: Slurm's word
-            return self.store.move(run.id, "succeeded", **fields)
         error = outcome.error if outcome.executed else ""
         if not error and outcome.error != runner.NO_NOTEBOOK:
             error = f"The job ended ({state or 'state unknown'}), but {outcome.error}."
         if not error:
-            tail = await log_tail(paths.out_dir / f"slurm-{run.job_id}.log", account.uid)
+            lines = await tail()
             error = f"The job ended ({state or 'state unknown'}) without an executed notebook."
-            error += f"\n{tail}" if tail else ""
+            error += f"\n{lines}" if lines else ""
         return self.store.move(
             run.id, "failed", error=error, failed_cell=outcome.failed_cell, **fields
         )
@@ -369,6 +427,11 @@ class ReportEngine:
 
     async def output(self, run: Run, kind: str) -> bytes:
         """The executed notebook (``ipynb``), its HTML (``html``) or the job's log (``log``)."""
+        if self.uploads is not None:
+            data = self.uploads.read(run.id, {"ipynb": "notebook"}.get(kind, kind))
+            if data is None:
+                raise Refused(404, f"Run {run.id} has no {kind} output: the job sent none.")
+            return data
         account, paths = self.paths(run)
         path = {
             "ipynb": paths.executed,

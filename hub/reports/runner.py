@@ -19,6 +19,8 @@ import jinja2
 
 from factoryhub.spawners.jobscript import sbatch_value
 
+UPLOADER = Path(__file__).with_name("uploader.py")
+
 SCRIPT = """#!/bin/bash
 #SBATCH --job-name={{ job_name | sbatch }}
 #SBATCH --output={{ out_dir | sbatch }}/slurm-%j.log
@@ -31,13 +33,19 @@ SCRIPT = """#!/bin/bash
 # factoryhub report run {{ run_id }}: {{ report | q }}
 set -uo pipefail
 umask 077
-cd {{ out_dir | q }}
+{% if upload %}# the upload token is for the uploader only, not for the notebook's code
+upload_token=${FACTORYHUB_REPORT_UPLOAD_TOKEN:-}
+unset FACTORYHUB_REPORT_UPLOAD_TOKEN
+{% endif %}cd {{ out_dir | q }}
 {{ python | q }} -m papermill {{ notebook | q }} {{ executed | q }} \\
     -f {{ parameters | q }} -k python3 --cwd {{ out_dir | q }}
 status=$?
 {{ python | q }} -m nbconvert --to html --output {{ html_name | q }} {{ executed | q }} \\
     || echo "factoryhub: the HTML rendering failed" >&2
-exit $status
+{% if upload %}FACTORYHUB_REPORT_UPLOAD_TOKEN=$upload_token \\
+    {{ python | q }} -I -c {{ uploader | q }} "$status" \\
+    {{ executed | q }} {{ html | q }} "slurm-${SLURM_JOB_ID:-0}.log" || status=1
+{% endif %}exit $status
 """
 
 
@@ -73,7 +81,11 @@ def render_script(
     account: str = "",
     job_name: str = "factoryhub-report",
     comment: str = "factoryhub:reports",
+    upload: bool = False,
 ) -> str:
+    """The run's job script; ``upload`` (the rest access mode): the job then sends its
+    outputs to the Reports service with :mod:`.uploader` (its text inlined: the job's python
+    may have another factoryhub, or none)."""
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701 - a shell script
     env.filters["sbatch"] = sbatch_value
     env.filters["q"] = lambda v: shlex.quote(str(v))
@@ -83,6 +95,9 @@ def render_script(
         notebook=str(notebook),
         executed=str(paths.executed),
         html_name=paths.html.name,
+        html=str(paths.html),
+        upload=upload,
+        uploader=UPLOADER.read_text() if upload else "",
         parameters=str(paths.parameters),
         out_dir=str(paths.out_dir),
         python=python,

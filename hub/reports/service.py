@@ -15,6 +15,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from urllib.parse import urljoin
 
 from factoryhub.hub.hub_config import hub_tag
 from factoryhub.hub.reports.app import make_app
@@ -22,6 +23,7 @@ from factoryhub.hub.reports.catalog import Catalog, built_in_folder
 from factoryhub.hub.reports.engine import ReportEngine
 from factoryhub.hub.reports.scheduling import hub_lookup, sync_site_reports
 from factoryhub.hub.reports.store import RunStore
+from factoryhub.hub.reports.uploads import MAX_BODY
 from factoryhub.hub.service_web import People, listen_address, run_until_stopped
 from factoryhub.hub.site.loader import SiteError, example_site_path, load_site
 from factoryhub.spawners.slurm.access import make_client
@@ -45,6 +47,7 @@ async def serve() -> None:
     catalog = Catalog([built_in_folder(), *settings.folders])
     api_url = os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")
     token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/reports/")
     engine = ReportEngine(
         site,
         store,
@@ -52,14 +55,16 @@ async def serve() -> None:
         make_client(site.slurm.access, site.slurm.rest),
         hub_tag(site),
         lookup=hub_lookup(api_url, token),
+        # where the runs' jobs send their outputs in the rest mode: through the hub's proxy
+        # (the prefix holds the hub's base URL already, so only public_url's origin is kept)
+        service_url=urljoin(site.hub.public_url, prefix),
     )
     sync_site_reports(engine)
-    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/reports/")
     hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/") + "hub/"
     people = People(api_url, token)
     app = make_app(engine, prefix, hub_prefix, people, cookie_secret=secrets.token_bytes(32))
     port, address = listen_address(settings.port)
-    app.listen(port, address, xheaders=True)
+    app.listen(port, address, xheaders=True, max_body_size=MAX_BODY)
     log.info(
         "Reports service on %s:%s (prefix %s), %d reports",
         address,

@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS runs (
     notebook_path TEXT NOT NULL DEFAULT '',
     html_path TEXT NOT NULL DEFAULT '',
     error TEXT NOT NULL DEFAULT '',
-    failed_cell INTEGER
+    failed_cell INTEGER,
+    upload_token TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS runs_by_user ON runs (user, id);
 CREATE TABLE IF NOT EXISTS schedules (
@@ -64,6 +65,8 @@ CREATE TABLE IF NOT EXISTS schedules (
 ADDED_COLUMNS = (
     ("schedules", "paused", "TEXT NOT NULL DEFAULT ''"),
     ("schedules", "site", "INTEGER NOT NULL DEFAULT 0"),
+    # sha256 of the run's upload token (rest access mode); "" when none is valid
+    ("runs", "upload_token", "TEXT NOT NULL DEFAULT ''"),
 )
 
 
@@ -232,6 +235,7 @@ class RunStore:
             stamps["started"] = _now()
         if status in FINAL:
             stamps["finished"] = _now()
+            stamps["upload_token"] = ""  # an ended run takes no upload
         changes = {"status": status, **stamps, **fields}
         assignments = ", ".join(f"{k} = ?" for k in changes)
         with self._db() as db:
@@ -240,6 +244,25 @@ class RunStore:
                 (*changes.values(), run_id),
             )
         return self.run(run_id)
+
+    def set_upload_token(self, run_id: int, digest: str) -> None:
+        """Keep the sha256 ``digest`` of the token with which ``run_id``'s job uploads its
+        outputs (never the token itself: the store's file does not let anyone upload)."""
+        with self._db() as db:
+            db.execute("UPDATE runs SET upload_token = ? WHERE id = ?", (digest, run_id))
+
+    def take_upload_token(self, run_id: int, digest: str) -> bool:
+        """Whether ``digest`` is ``run_id``'s upload token, in which case it is used up: one
+        statement, so two uploads at once cannot both be let in."""
+        if not digest:
+            return False
+        with self._db() as db:
+            cursor = db.execute(
+                "UPDATE runs SET upload_token = '' WHERE id = ? AND upload_token = ?"
+                " AND status IN ('queued', 'running')",
+                (run_id, digest),
+            )
+        return cursor.rowcount == 1
 
     # ------------------------------------------------------------------ schedules
 
@@ -311,6 +334,7 @@ class RunStore:
 
 def _run(row: sqlite3.Row) -> Run:
     data = dict(row)
+    data.pop("upload_token", None)  # the store's business only
     data["parameters"] = json.loads(data["parameters"])
     return Run(**data)
 

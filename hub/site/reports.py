@@ -72,6 +72,7 @@ class ReportsSettings:
     path_folders: tuple[str, ...]
     limits: ReportLimits
     site_reports: tuple[SiteReport, ...]
+    upload_url: str  # the rest mode's jobs send outputs there; "": public_url + prefix
 
     def output_dir_for(self, home: str, username: str) -> str:
         return fill_user_template(self.output_dir, username=username, home=home)
@@ -113,6 +114,7 @@ def build_reports(d: Mapping[str, Any], partitions: Sequence[str]) -> ReportsSet
         access=tuple(build_access_rule(r) for r in d["access"]),
         path_folders=tuple(d["path_folders"]),
         limits=build_limits(d["limits"]),
+        upload_url=str(d["upload_url"]),
         site_reports=tuple(
             SiteReport(
                 str(r["report"]),

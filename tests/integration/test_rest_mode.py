@@ -4,7 +4,7 @@ The hub runs as an unprivileged user whose PATH holds no Slurm command, no runus
 sudo, and which cannot read the munge key: everything it does on Slurm goes through
 slurmrestd with tokens it mints from its own copy of the cluster's JWT key. It spawns,
 polls and stops servers; a user Slurm refuses gets Slurm's reason; report runs (the Reports
-engine) go the same way.
+engine) go the same way (test_rest_reports.py).
 """
 
 from __future__ import annotations
@@ -217,54 +217,6 @@ def test_slurmrestd_down_is_unavailable_not_refused() -> None:
         asyncio.run(wrong.submit("root", "#!/bin/bash\ntrue\n", {}))
     # without a token slurmrestd itself says no
     assert httpx.get(f"{slurmrestd.URL}/slurm/v0.0.38/ping", timeout=5).status_code == 401
-
-
-def test_a_report_run_goes_through_slurmrestd(unix_users: Any, tmp_path: Path) -> None:
-    """The Reports engine with the rest client: the parameters file and the output folder
-    are made by the job itself, as the user; the run succeeds under the project's account."""
-    import asyncio
-
-    from factoryhub.hub.reports.catalog import Catalog
-    from factoryhub.hub.reports.engine import ReportEngine
-    from factoryhub.hub.reports.store import RunStore
-    from factoryhub.hub.site.loader import example_site_path, parse_site
-    from factoryhub.spawners.slurm.access import make_client
-
-    (name,) = unix_users(1)
-    data = yaml.safe_load(example_site_path().read_text())
-    data["hub"]["state_dir"] = str(tmp_path)
-    data["spawner"]["python_env"] = str(VENV_BIN.parent)
-    data["auth"]["unix_users"] = {"create": False}
-    data["slurm"]["manage_associations"] = False
-    data["slurm"]["access"] = "rest"
-    data["slurm"]["rest"] = {"url": slurmrestd.URL, "key_file": str(slurmrestd.KEY)}
-    site = parse_site(data)
-    client = make_client(site.slurm.access, site.slurm.rest)
-    store = RunStore(tmp_path / "runs.sqlite")
-    catalog = Catalog([REPO / "tests" / "integration" / "report_notebooks"])
-    engine = ReportEngine(site, store, catalog, client, "fhtest-rest")
-    run = store.add_run("quick", name, {"n": 7, "label": "over-rest"}, account=unix_users.account)
-
-    async def go() -> Any:
-        submitted = await engine.submit(run)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            await engine.follow()
-            current = store.run(run.id)
-            if current.status in ("succeeded", "failed", "cancelled"):
-                return submitted, current
-            await asyncio.sleep(0.5)
-        raise AssertionError("the report run did not end")
-
-    submitted, ended = asyncio.run(go())
-    assert ended.status == "succeeded", ended.error
-    assert _squeue(submitted.job_id).get("user", name) == name
-    _account, paths = engine.paths(ended)
-    assert paths.parameters.stat().st_uid == pwd.getpwnam(name).pw_uid
-    assert paths.parameters.stat().st_mode & 0o777 == 0o600
-    assert paths.out_dir.stat().st_mode & 0o777 == 0o700
-    assert "over-rest" in paths.html.read_text()
-    assert (paths.out_dir / f"slurm-{submitted.job_id}.log").exists()
 
 
 REST_ACCOUNT = "fhtest-rest-lab"
