@@ -57,7 +57,7 @@ typecheck: src-links
 # over the cores (pytest-xdist; UNIT_WORKERS=0 runs them in this one process).
 UNIT_WORKERS ?= auto
 unit: src-links
-	PYTHONPATH="$(CURDIR)/build/src" $(PYTHON) -m pytest tests/unit tests/chart -m "not slurm" \
+	PYTHONPATH="$(CURDIR)/build/src" $(PYTHON) -m pytest tests/unit tests/chart -m "not slurm and not process" \
 		-n $(UNIT_WORKERS) -p no:cacheprovider -q
 
 install-test:

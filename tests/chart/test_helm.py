@@ -87,6 +87,7 @@ def test_the_validator_does_refuse_a_bad_object(helm: str) -> None:
         kubernetes_validate.validate(doc, KUBE_VERSIONS[0], strict=True)
 
 
+@pytest.mark.process
 def test_the_cli_validates_the_rendered_files(helm: str, tmp_path: Path) -> None:
     """The same through kubernetes-validate's command line, as an operator would run it."""
     files = []

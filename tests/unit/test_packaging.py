@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.process  # builds wheels with pip
+
 REPO = Path(__file__).resolve().parents[2]
 PRODUCT = {
     "hub": "factoryhub.hub",

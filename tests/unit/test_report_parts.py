@@ -181,6 +181,7 @@ def test_the_run_script_is_checked_and_quoted(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.process
 def test_a_failed_run_names_its_cell(tmp_path: Path) -> None:
     import nbformat
     import papermill

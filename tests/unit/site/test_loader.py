@@ -173,6 +173,7 @@ def test_load_from_str_path(tmp_path: Path) -> None:
     assert len(load_site(str(f)).profiles) == 3
 
 
+@pytest.mark.process
 def test_command_line(tmp_path: Path) -> None:
     ok = subprocess.run(
         [sys.executable, "-m", "factoryhub.hub.site", "check", str(EXAMPLE)],
