@@ -254,7 +254,7 @@ def test_a_schedule_fires_on_time_as_the_member_who_made_it(
         assert run["parameters"]["label"] == "scheduled"
         done = wait_run(c, run["id"], {"succeeded", "failed"}, 120)
         assert done["status"] == "succeeded", done
-        assert sacct(run["job_id"])[:2] == [STAFF, TEST_PROJECT["account"]]
+        assert sacct(done["job_id"])[:2] == [STAFF, TEST_PROJECT["account"]]
         # its outputs are the member's, in their home
         out_dir = f"/home/{STAFF}/.factoryhub/reports/run-{run['id']}"
         assert os.stat(out_dir).st_uid == psutil_uid(STAFF)
