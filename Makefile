@@ -4,6 +4,7 @@
 #   make unit                          unit and chart tests of the working tree: no root, no
 #                                      Slurm, no install, seconds
 #   make lint                          ruff (check, format) and mypy (make typecheck)
+#   make kube-up / kube-down           the Helm chart's pods (podman kube play) on this Slurm
 #   make lock [UPGRADE=1]              recompile requirements/local.lock and test.lock (uv)
 VENV ?= /opt/factoryhub/venv
 SITE ?=
@@ -15,7 +16,7 @@ export FACTORYHUB_VENV := $(VENV)
 export FACTORYHUB_REPO := $(CURDIR)
 
 .PHONY: install install-test lock up down status lint typecheck unit src-links test test-fresh \
-	bench images chart-schema
+	bench images chart-schema kube-up kube-down
 
 # make up installs requirements/local.lock; make test (install-test) requirements/test.lock.
 install:
@@ -72,6 +73,14 @@ test: install-test lint
 test-fresh: install-test
 	mkdir -p $(ARTIFACTS)
 	$(PYTHON) -m pytest tests/fresh -m fresh -p no:cacheprovider
+
+# The Helm chart's hub and proxy pods with podman kube play, against this machine's Slurm
+# (factoryhub.local.kube_tryout); http://10.89.77.11:8000.
+kube-up: install-test
+	$(LOCAL) kube-up
+
+kube-down:
+	$(LOCAL) kube-down
 
 images: install-test
 	$(PYTHON) images/build.py

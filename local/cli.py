@@ -7,7 +7,16 @@ import sys
 from pathlib import Path
 
 from factoryhub.hub.site.loader import Site
-from factoryhub.local import idp, pids, processes, progress, site_setup, slurm
+from factoryhub.local import (
+    idp,
+    kube_podman,
+    kube_tryout,
+    pids,
+    processes,
+    progress,
+    site_setup,
+    slurm,
+)
 
 # Local-only demo credentials: the hub on 127.0.0.1 signs these Unix users in.
 DEMO_USERS = ("alice", "bob")
@@ -145,6 +154,42 @@ def cmd_status(_: argparse.Namespace) -> int:
     return 0
 
 
+def _helm() -> str:
+    import shutil
+
+    found = Path(sys.prefix) / "bin" / "helm"
+    path = str(found) if found.is_file() else shutil.which("helm")
+    if not path:
+        raise kube_podman.KubePlayError("helm is missing: `make install-test` installs it")
+    return path
+
+
+def cmd_kube_up(_: argparse.Namespace) -> int:
+    site = site_setup.load(processes.default_site_file())
+    steps = progress.Progress(3, _say)
+    with steps.step(1, "Slurm and the demo people", "starting Slurm, making accounts") as step:
+        _slurm_step(step)
+        site_setup.project_accounts(site)
+        groups = {g: p.account for p in site.projects for g in p.groups}
+        step.did += kube_tryout.demo_people(groups)
+    with steps.step(2, "hub image", "building or reusing images/hub") as step:
+        image = kube_tryout.hub_image()
+        step.did.append(image)
+    tryout = kube_tryout.Tryout()
+    with steps.step(3, "pods", "helm template, then podman kube play") as step:
+        running = kube_tryout.up(tryout, image, _helm())
+        step.did.append(", ".join(running.pods))
+    _say(steps.summary("kube-up"))
+    print(kube_tryout.summary(running), flush=True)
+    return 0
+
+
+def cmd_kube_down(_: argparse.Namespace) -> int:
+    gone = kube_tryout.down(kube_tryout.Tryout())
+    _say(f"kube-down: {', '.join(gone)}" if gone else "kube-down: nothing of ours was running")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="factoryhub-local", description="Run FactoryHub (Slurm + JupyterHub) on this machine."
@@ -159,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("slurm-down", help="stop the Slurm `up` started").set_defaults(
         func=cmd_slurm_down
     )
+    sub.add_parser(
+        "kube-up", help="the Helm chart's pods with podman kube play, on this factory's Slurm"
+    ).set_defaults(func=cmd_kube_up)
+    sub.add_parser("kube-down", help="stop what kube-up started").set_defaults(func=cmd_kube_down)
     return parser
 
 
@@ -166,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (slurm.SlurmError, processes.HubError, idp.IdpError) as exc:
+    except (slurm.SlurmError, processes.HubError, idp.IdpError, kube_podman.KubePlayError) as exc:
         print(f"factoryhub-local {args.command}: {exc}", file=sys.stderr)
         return 1
 

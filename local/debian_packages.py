@@ -33,6 +33,7 @@ TEST: dict[str, str] = {
     "podman": "runs the images and the fresh-machine test's container",
     "runc": "podman's and buildah's OCI runtime",
     "debootstrap": "the Debian base image the images are built on",
+    "catatonit": "the pause process of the pods `podman kube play` makes (the k8s test)",
 }
 
 SECTIONS = {"up": UP, "test": TEST}

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PORT = 9000
+LOOPBACK = "127.0.0.1"
 DEFAULT_STATE_DIR = Path("/var/lib/factoryhub/idp")
 SERVER_REL = Path("local/idp/server.mjs")
 START_TIMEOUT = 30.0
@@ -154,8 +155,8 @@ def _log_tail(log: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def _discovery(port: int, timeout: float = 2.0) -> dict[str, Any] | None:
-    url = f"http://127.0.0.1:{port}/.well-known/openid-configuration"
+def _discovery(port: int, host: str = LOOPBACK, timeout: float = 2.0) -> dict[str, Any] | None:
+    url = f"http://{host}:{port}/.well-known/openid-configuration"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return json.loads(resp.read())
@@ -185,7 +186,9 @@ def _clients_file(state_dir: Path, clients: list[dict[str, Any]] | None) -> Path
     return clients_file
 
 
-def _already_up(state_dir: Path, settings: dict[str, str], port: int, issuer: str) -> int | None:
+def _already_up(
+    state_dir: Path, settings: dict[str, str], port: int, issuer: str, host: str
+) -> int | None:
     """The pid of a provider already running with ``settings``; one running with other
     settings is stopped (None)."""
     pid = status(state_dir)
@@ -195,19 +198,19 @@ def _already_up(state_dir: Path, settings: dict[str, str], port: int, issuer: st
         same = json.loads((state_dir / "idp.json").read_text()) == settings
     except (OSError, ValueError):
         same = False
-    if same and (_discovery(port) or {}).get("issuer") == issuer:
+    if same and (_discovery(port, host) or {}).get("issuer") == issuer:
         return pid
     down(state_dir)
     return None
 
 
-def _check_port_free(port: int) -> None:
+def _check_port_free(port: int, host: str) -> None:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as node does
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError as exc:
-            raise IdpError(f"127.0.0.1:{port} is in use by another program: {exc}") from None
+            raise IdpError(f"{host}:{port} is in use by another program: {exc}") from None
 
 
 def _launch(server: Path, repo: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -229,7 +232,7 @@ def _launch(server: Path, repo: Path, env: dict[str, str], log: Path) -> subproc
 
 
 def _wait_started(
-    proc: subprocess.Popen, state_dir: Path, port: int, issuer: str, timeout: float
+    proc: subprocess.Popen, state_dir: Path, port: int, issuer: str, timeout: float, host: str
 ) -> int:
     """Wait until the provider answers discovery for ``issuer``; its pid."""
     log = state_dir / "idp.log"
@@ -240,7 +243,7 @@ def _wait_started(
             raise IdpError(
                 f"the provider exited with status {proc.returncode}; {log}:\n{_log_tail(log)}"
             )
-        found = _discovery(port)
+        found = _discovery(port, host)
         if found is not None:
             if found.get("issuer") != issuer:
                 down(state_dir)
@@ -259,8 +262,12 @@ def up(
     issuer: str | None = None,
     repo: Path | None = None,
     timeout: float = START_TIMEOUT,
+    host: str = LOOPBACK,
 ) -> int:
     """Start the provider unless it already runs with these settings; its pid.
+
+    It listens on ``host`` (an IP address of this machine) only: loopback unless a caller
+    needs it reached from a network of its own (the chart's pods, tests/kube).
 
     ``clients`` is written to ``state_dir/clients.json``; None keeps the file there.
     A provider running with other settings is restarted.
@@ -270,8 +277,9 @@ def up(
     server = _server(repo)
     clients_file = _clients_file(state_dir, clients)
     users = Path(users_file).resolve() if users_file else repo / "local/idp/demo-users.json"
-    issuer = (issuer or f"http://127.0.0.1:{port}").rstrip("/")
+    issuer = (issuer or f"http://{host}:{port}").rstrip("/")
     env = {
+        "IDP_HOST": host,
         "IDP_PORT": str(port),
         "IDP_ISSUER": issuer,
         "IDP_USERS_FILE": str(users),
@@ -280,11 +288,11 @@ def up(
         "IDP_COOKIE_SECRET_FILE": str(state_dir / "cookie-secret"),
     }
     settings = {**env, "server": str(server), "clients": clients_file.read_text()}
-    running = _already_up(state_dir, settings, port, issuer)
+    running = _already_up(state_dir, settings, port, issuer, host)
     if running is not None:
         return running
-    _check_port_free(port)
+    _check_port_free(port, host)
     proc = _launch(server, repo, env, state_dir / "idp.log")
     (state_dir / "idp.pid").write_text(f"{proc.pid}\n")
     _write_private(state_dir / "idp.json", json.dumps(settings, indent=2) + "\n")
-    return _wait_started(proc, state_dir, port, issuer, timeout)
+    return _wait_started(proc, state_dir, port, issuer, timeout, host)

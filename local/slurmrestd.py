@@ -49,8 +49,9 @@ def ensure_user() -> None:
         )
 
 
-def start(log: Path, pidfile: Path) -> int:
-    """Start slurmrestd on 127.0.0.1:PORT; its pid (also written to ``pidfile``)."""
+def start(log: Path, pidfile: Path, address: str = f"127.0.0.1:{PORT}") -> int:
+    """Start slurmrestd listening on ``address`` (``IP:PORT``; the local factory's is
+    127.0.0.1:PORT); its pid (also written to ``pidfile``)."""
     if not Path(BINARY).exists():
         raise FileNotFoundError(f"{BINARY} is missing: install the Debian package slurmrestd")
     ensure_user()
@@ -63,7 +64,7 @@ def start(log: Path, pidfile: Path) -> int:
     ) as out:
         os.fchmod(out.fileno(), 0o600)
         proc = subprocess.Popen(
-            [BINARY, "-s", PLUGINS, "-a", AUTH_PLUGIN, f"127.0.0.1:{PORT}"],
+            [BINARY, "-s", PLUGINS, "-a", AUTH_PLUGIN, address],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -78,10 +79,10 @@ def start(log: Path, pidfile: Path) -> int:
     return proc.pid
 
 
-def answers() -> bool:
-    """True when slurmrestd answers HTTP on its port (401 without a token counts)."""
+def answers(url: str = URL) -> bool:
+    """True when slurmrestd answers HTTP at ``url`` (401 without a token counts)."""
     try:
-        response = httpx.get(f"{URL}/slurm/{API_VERSION}/ping", timeout=2)
+        response = httpx.get(f"{url}/slurm/{API_VERSION}/ping", timeout=2)
     except httpx.HTTPError:
         return False
     return response.status_code in (200, 401)

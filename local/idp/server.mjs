@@ -5,7 +5,8 @@
 //   node local/idp/server.mjs hash PASSWORD    print {"salt", "password_scrypt"} for a user record
 //
 // Configuration (environment):
-//   IDP_PORT (9000)          listen on 127.0.0.1:IDP_PORT only
+//   IDP_PORT (9000)          listen on IDP_HOST:IDP_PORT only
+//   IDP_HOST (127.0.0.1)     the one local address to listen on (an IP address)
 //   IDP_ISSUER               default http://127.0.0.1:${IDP_PORT} (no path)
 //   IDP_USERS_FILE           default local/idp/demo-users.json; re-read on every sign-in
 //   IDP_CLIENTS_FILE         required: [{"client_id", "client_secret", "redirect_uris": [...]}]
@@ -45,6 +46,7 @@ if (process.argv[2] === 'hash') {
 
 // ---------------------------------------------------------------- configuration
 const PORT = Number(process.env.IDP_PORT || 9000);
+const HOST = process.env.IDP_HOST || '127.0.0.1';
 const ISSUER = (process.env.IDP_ISSUER || `http://127.0.0.1:${PORT}`).replace(/\/$/, '');
 const USERS_FILE = process.env.IDP_USERS_FILE || 'local/idp/demo-users.json';
 const CLIENTS_FILE = process.env.IDP_CLIENTS_FILE;
@@ -371,8 +373,8 @@ const server = http.createServer(async (req, res) => {
   }
 });
 
-server.listen(PORT, '127.0.0.1', () => {
-  console.log(`idp: issuer ${ISSUER} listening on 127.0.0.1:${PORT} (${clients.length} client(s), users from ${USERS_FILE})`);
+server.listen(PORT, HOST, () => {
+  console.log(`idp: issuer ${ISSUER} listening on ${HOST}:${PORT} (${clients.length} client(s), users from ${USERS_FILE})`);
 });
 
 function shutdown(signal) {
