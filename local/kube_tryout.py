@@ -107,7 +107,8 @@ def tryout_site(tryout: Tryout) -> dict[str, Any]:
     site["slurm"].update(access="rest", manage_associations=False, rest={"url": tryout.restd_url})
     # The compute node is this host; its servers listen on its address on the network.
     site["spawner"]["node_addresses"] = [{"node": nodename(), "address": tryout.gateway}]
-    # Courses collect participants' work as the participant (runuser), which a pod cannot.
+    # Not tried in pods yet: the example's course (collecting notebooks is refused in the
+    # rest mode, the Courses service says why).
     site["courses"] = {"enabled": False}
     return merged(site, tryout.site)
 
@@ -116,6 +117,7 @@ def chart_values(tryout: Tryout, image: str, client_secret: str, key: bytes) -> 
     repository, _, tag = image.rpartition(":")
     values = {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
+        # a try-out: the hub's state in an emptyDir; podman enforces no NetworkPolicy
         "persistence": {"enabled": False},
         "networkPolicy": {"enabled": False},
         "hub": {"operatorToken": {"existingSecret": OPERATOR_SECRET}},

@@ -203,7 +203,15 @@ class IndexPage(BaseHandler):
 class CoursePage(BaseHandler):
     async def show(self, me: Person, course: Course, status: int = 200, **values: Any) -> None:
         state = await course_state(self.desk, course)
-        self.render_page("course.html", status=status, me=me, c=course, state=state, **values)
+        self.render_page(
+            "course.html",
+            status=status,
+            me=me,
+            c=course,
+            state=state,
+            collect_refused=self.desk.collect_refused(),
+            **values,
+        )
 
     @page
     async def get(self, name: str) -> None:

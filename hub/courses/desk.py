@@ -335,7 +335,23 @@ class CourseDesk:
 
     # ------------------------------------------------------------------ notebooks
 
+    def collect_refused(self) -> str:
+        """Why collecting is not offered here ("" where it is). Collecting copies files
+        between homes as each person (``runuser``): the "rest" mode's service, in a pod with
+        no users and no root, cannot."""
+        if self.site.slurm.access == "local":
+            return ""
+        return (
+            "Collecting notebooks is not available with the hub on Kubernetes (slurm.access: "
+            "rest): it copies files between homes as each person, which only a hub on a Slurm "
+            "submit host can. Ask the participants to download their notebooks from "
+            "JupyterLab (File > Download) and hand them in."
+        )
+
     async def collect(self, course: Course, who: str) -> Collected:
+        refused = self.collect_refused()
+        if refused:
+            raise Refused(409, refused)
         home = self.home(who)
         if home is None:
             raise Refused(409, f"{who} has no Unix account here to collect the notebooks into.")

@@ -34,7 +34,7 @@ from .oidc_fixtures import reports_folder
 
 pytestmark = [pytest.mark.k8s, pytest.mark.slurm, pytest.mark.browser, pytest.mark.images]
 
-CELL = 'import getpass; print("answer", 6 * 7, getpass.getuser())'
+CELL = 'import getpass, os; print("answer", 6 * 7, getpass.getuser(), os.environ["SHELL"])'
 GROUP = "fhtest-kube"  # the IdP's group of the test's project
 PROJECT = "fhtest-kube"
 
@@ -188,7 +188,8 @@ def test_sign_in_start_run_a_cell_and_stop_through_the_pods(kube: Kube, browser:
         (job,) = squeue_jobs([kube.user])
         assert (job.state, job.account) == ("RUNNING", "fhtest"), job
         said = _run_a_cell(page)
-        assert f"answer 42 {kube.user}" in said, said
+        # run as the user, with their login shell from the compute node (the pod knows none)
+        assert f"answer 42 {kube.user} /bin/bash" in said, said
         page.screenshot(path=str(ARTIFACTS / "kube-cell.png"))
         (ARTIFACTS / "kube-timings.json").write_text(
             json.dumps({"start_to_jupyterlab_s": round(to_lab, 1)}) + "\n"

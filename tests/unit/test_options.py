@@ -308,3 +308,20 @@ def job_script_with_account(request: JobRequest) -> str:
         "profile": request.profile,
     }
     return render_job_script(subvars, ["/opt/env/bin/factoryhub-singleuser"])
+
+
+def test_the_job_sets_the_login_shell_the_hub_could_not() -> None:
+    """In the "rest" mode the hub reads no passwd, so the job exports the $SHELL bash takes
+    from the compute node's (JupyterLab's terminals start it); a $SHELL the hub gave stays."""
+    import os
+    import pwd
+    import subprocess
+
+    script = job_script(validate_options({"profile": "cpu-small"}, PROFILES))
+    assert "\nexport SHELL\n" in script
+    body = script.split("\nexport SHELL\n")[0] + "\nexport SHELL\n/usr/bin/printenv SHELL\n"
+    me = pwd.getpwuid(os.getuid())
+    for shell, expected in (({}, me.pw_shell), ({"SHELL": "/bin/zsh"}, "/bin/zsh")):
+        env = {"PATH": "/usr/bin:/bin", "USER": me.pw_name, **shell}
+        done = subprocess.run(["/bin/bash", "-c", body], env=env, capture_output=True, text=True)
+        assert done.stdout.strip() == expected, done.stderr

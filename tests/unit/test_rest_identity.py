@@ -28,6 +28,7 @@ from factoryhub.hub.auth import FactoryOIDCAuthenticator
 from factoryhub.hub.courses import collect as collecting
 from factoryhub.hub.courses.desk import CourseDesk
 from factoryhub.hub.reports.engine import unix_account
+from factoryhub.hub.service_web import Refused
 from factoryhub.hub.site.loader import example_site_path, load_site
 from factoryhub.spawners.courses.store import CourseStore
 from factoryhub.spawners.slurm import commands
@@ -312,6 +313,22 @@ def test_the_services_take_homes_from_the_slurm_client(tmp_path: Path, no_passwd
     assert (account.uid, account.home) == (-1, "/shared/home/sofia")  # outputs not read here
     argv, env = collecting._as("sofia", ["python", "-m", "x", "pack", "/f"], "/shared/home/sofia")
     assert argv[:4] == ["runuser", "-u", "sofia", "--"] and env["HOME"] == "/shared/home/sofia"
+
+
+async def test_collecting_is_refused_in_the_rest_mode_saying_what_to_do(
+    tmp_path: Path, no_passwd: None
+) -> None:
+    """Collecting runs as each person (runuser): the pod cannot, so it says so, clearly."""
+    client = rest_client(tmp_path, USERS)
+    hub = SimpleNamespace(api_url="http://hub:8081/hub/api", token="t")
+    desk = CourseDesk(rest_site(), CourseStore(tmp_path / "c.sqlite"), hub, client)  # type: ignore[arg-type]
+    (course, *_) = SITE.courses.courses
+    with pytest.raises(Refused) as refused:
+        await desk.collect(course, "tara")
+    assert refused.value.status == 409
+    assert "File > Download" in refused.value.message and "rest" in refused.value.message
+    local = CourseDesk(SITE, CourseStore(tmp_path / "l.sqlite"), hub, client)  # type: ignore[arg-type]
+    assert local.collect_refused() == ""
 
 
 # ---------------------------------------------------------------------- the code itself
