@@ -1,6 +1,6 @@
 """Build factoryhub's images locally with buildah, from a Debian base made with debootstrap.
 
-    python images/build.py [base] [hub] [singleuser] [singleuser-pytorch]   (as root)
+    python images/build.py [base] [hub] [singleuser] [singleuser-pytorch] [node]   (as root)
 
 No registry is needed: the base ``localhost/factoryhub-base:bookworm`` is a debootstrap'ed
 Debian bookworm minbase with python3 and python3-venv, imported with ``podman import`` (made
@@ -40,7 +40,10 @@ PARENT = {
     "hub": BASE_IMAGE,
     "singleuser": BASE_IMAGE,
     "singleuser-pytorch": "localhost/factoryhub-singleuser:latest",
+    "node": BASE_IMAGE,
 }
+# Images that hold nothing of factoryhub's sources (the node mounts the users' environment).
+WITHOUT_SOURCES = ("singleuser-pytorch", "node")
 DEFAULT = ("base", "hub", "singleuser")
 
 
@@ -116,7 +119,7 @@ def input_hash(name: str) -> str:
     parent image."""
     digest = hashlib.sha256()
     paths = [IMAGES / name, REPO / ".containerignore"]
-    if name != "singleuser-pytorch":
+    if name not in WITHOUT_SOURCES:
         paths += [REPO / source for source in SOURCES]
     for top in paths:
         for file in _files(top):
@@ -165,17 +168,17 @@ def build_image(name: str, force: bool = False) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "names", nargs="*", metavar="NAME", help="base, hub, singleuser, singleuser-pytorch"
+        "names", nargs="*", metavar="NAME", help="base, hub, singleuser, singleuser-pytorch, node"
     )
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
     args = parser.parse_args(argv)
     names = args.names or list(DEFAULT)
-    unknown = set(names) - {*DEFAULT, "singleuser-pytorch"}
+    unknown = set(names) - {*DEFAULT, *WITHOUT_SOURCES}
     if unknown:
         parser.error(f"unknown image(s): {', '.join(sorted(unknown))}")
     if "base" in names:
         build_base(force=args.force)
-    for name in ("hub", "singleuser", "singleuser-pytorch"):
+    for name in ("hub", "singleuser", "singleuser-pytorch", "node"):
         if name in names:
             print(build_image(name, force=args.force))
     return 0
