@@ -149,7 +149,8 @@ def _ctld_up(cluster: Cluster) -> int:
     if pid is not None:
         return pid
     done = subprocess.run(
-        ["/usr/sbin/slurmctld", "-f", str(cluster.conf)],
+        # -c: a test cluster starts empty, without the jobs of its last run
+        ["/usr/sbin/slurmctld", "-c", "-f", str(cluster.conf)],
         capture_output=True,
         text=True,
         timeout=60,

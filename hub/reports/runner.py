@@ -28,6 +28,7 @@ SCRIPT = """#!/bin/bash
 #SBATCH --time={{ walltime | sbatch }}
 #SBATCH --cpus-per-task={{ cpus | sbatch }}
 #SBATCH --mem={{ memory_gb | sbatch }}G
+#SBATCH --no-requeue
 {% if account %}#SBATCH --account={{ account | sbatch }}
 {% endif %}#SBATCH --comment={{ comment | sbatch }}
 # factoryhub report run {{ run_id }}: {{ report | q }}

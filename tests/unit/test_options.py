@@ -80,7 +80,7 @@ def job_script(request: JobRequest) -> str:
     return render_job_script(subvars, ["/opt/env/bin/factoryhub-singleuser", "--debug"])
 
 
-SBATCH_LINE = re.compile(r"^#SBATCH --[a-z-]+=[A-Za-z0-9_.:=,/@+%-]+$")
+SBATCH_LINE = re.compile(r"^#SBATCH --[a-z-]+(=[A-Za-z0-9_.:=,/@+%-]+)?$")
 
 
 def assert_clean_script(script: str) -> None:

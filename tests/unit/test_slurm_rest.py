@@ -59,6 +59,7 @@ def test_the_job_script_header_becomes_job_properties() -> None:
         "time_limit": 26 * 60 + 30,
         "nodes": [1, 1],
         "tasks": 1,
+        "requeue": False,  # a server whose node fails ends (NODE_FAIL), never restarts
         "cpus_per_task": 4,
         "memory_per_node": 8192,
         "gres": "gpu:1",
