@@ -5,6 +5,7 @@
 #                                      Slurm, no install, seconds
 #   make lint                          ruff (check, format) and mypy (make typecheck)
 #   make kube-up / kube-down           the Helm chart's pods (podman kube play) on this Slurm
+#   make cluster-up / cluster-down     a multi-node Slurm, compute nodes in podman containers
 #   make lock [UPGRADE=1]              recompile requirements/local.lock and test.lock (uv)
 VENV ?= /opt/factoryhub/venv
 SITE ?=
@@ -16,7 +17,7 @@ export FACTORYHUB_VENV := $(VENV)
 export FACTORYHUB_REPO := $(CURDIR)
 
 .PHONY: install install-test lock up down status lint typecheck unit src-links test test-fresh \
-	bench images chart-schema kube-up kube-down
+	bench images chart-schema kube-up kube-down cluster-up cluster-down
 
 # make up installs requirements/local.lock; make test (install-test) requirements/test.lock.
 install:
@@ -81,6 +82,14 @@ kube-up: install-test
 
 kube-down:
 	$(LOCAL) kube-down
+
+# A multi-node Slurm: compute nodes as podman containers (factoryhub.local.multinode), its
+# slurmctld on this host; SLURM_CONF=/var/lib/factoryhub/multinode/etc/slurm.conf uses it.
+cluster-up: install-test
+	$(LOCAL) cluster-up
+
+cluster-down:
+	$(LOCAL) cluster-down
 
 images: install-test
 	$(PYTHON) images/build.py

@@ -190,6 +190,29 @@ def cmd_kube_down(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster_up(_: argparse.Namespace) -> int:
+    from factoryhub.local import multinode
+
+    cluster = multinode.Cluster()
+    steps = progress.Progress(2, _say)
+    with steps.step(1, "node image", "building or reusing images/node") as step:
+        image = multinode.node_image()
+        step.did.append(image)
+    with steps.step(2, "cluster", "node containers, then slurmctld") as step:
+        step.did += multinode.up(cluster, image)
+    _say(steps.summary("cluster-up"))
+    print(multinode.summary(cluster), flush=True)
+    return 0
+
+
+def cmd_cluster_down(_: argparse.Namespace) -> int:
+    from factoryhub.local import multinode
+
+    gone = multinode.down(multinode.Cluster())
+    _say(f"cluster-down: {', '.join(gone)}" if gone else "cluster-down: nothing was running")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="factoryhub-local", description="Run FactoryHub (Slurm + JupyterHub) on this machine."
@@ -208,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         "kube-up", help="the Helm chart's pods with podman kube play, on this factory's Slurm"
     ).set_defaults(func=cmd_kube_up)
     sub.add_parser("kube-down", help="stop what kube-up started").set_defaults(func=cmd_kube_down)
+    sub.add_parser(
+        "cluster-up", help="a multi-node Slurm: compute nodes in podman containers"
+    ).set_defaults(func=cmd_cluster_up)
+    sub.add_parser("cluster-down", help="stop what cluster-up started").set_defaults(
+        func=cmd_cluster_down
+    )
     return parser
 
 
@@ -215,7 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (slurm.SlurmError, processes.HubError, idp.IdpError, kube_podman.KubePlayError) as exc:
+    except (
+        slurm.SlurmError,
+        processes.HubError,
+        idp.IdpError,
+        kube_podman.KubePlayError,
+        RuntimeError,
+    ) as exc:
         print(f"factoryhub-local {args.command}: {exc}", file=sys.stderr)
         return 1
 

@@ -130,11 +130,15 @@ def _node_up(cluster: Cluster, node: Node, image: str) -> None:
         "/etc/passwd:/etc/passwd:ro",
         "/etc/group:/etc/group:ro",
     ]
+    # every node knows the others by name (a cluster's DNS): torchrun's rendezvous host is
+    # the first node's name
+    hosts = [f"{n.name}:{n.address}" for n in cluster.nodes if n != node]
     kube_podman.podman(
         "run", "-d", "--name", node.container, "--hostname", node.name,
         "--network", cluster.network, "--ip", node.address,
         "--env", f"FACTORYHUB_NODE={node.name}",
         *[arg for m in mounts for arg in ("--volume", m)],
+        *[arg for h in hosts for arg in ("--add-host", h)],
         image,
     )  # fmt: skip
 
@@ -220,3 +224,35 @@ def down(cluster: Cluster) -> list[str]:
     if kube_podman.podman("network", "rm", "-f", cluster.network, check=False).returncode == 0:
         gone.append(f"network {cluster.network}")
     return gone
+
+
+def node_image() -> str:
+    """The node image of this checkout, built or reused by images/build.py."""
+    import sys
+
+    from factoryhub.local.idp import find_repo
+
+    done = subprocess.run(
+        [sys.executable, str(find_repo() / "images" / "build.py"), "base", "node"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ClusterError(f"images/build.py node failed:\n{done.stderr[-2000:]}")
+    return done.stdout.split()[-1]
+
+
+def summary(cluster: Cluster) -> str:
+    nodes = ", ".join(f"{n.name} {n.address}" for n in cluster.nodes)
+    return f"""
+  The cluster {cluster.name} is up: {nodes} (containers factoryhub-fhnodeN)
+  Use it:        export SLURM_CONF={cluster.conf}; sinfo; srun -N2 hostname
+  A hub on it:   FACTORYHUB_SITE_FILE=... SLURM_CONF={cluster.conf} with hub.api_url on
+                 http://{cluster.gateway}:PORT (the nodes call the hub there)
+  Kill a node:   podman kill factoryhub-fhnode1   (back: podman start ..., then
+                 scontrol update nodename=fhnode1 state=resume)
+  Logs:          {cluster.state_dir / "log" / "slurmctld.log"}; a node's:
+                 podman exec factoryhub-fhnode1 cat /var/log/slurm/slurmd.log
+  Stop:          make cluster-down
+"""

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
+import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +27,7 @@ from tests.support.waiting import ProgressFollower, squeue_jobs, wait_no_jobs, w
 
 from .test_form import signed_in
 from .test_home_page import job_card
+from .test_templates import read_in_home, run_template
 
 pytestmark = [pytest.mark.multinode, pytest.mark.slurm, pytest.mark.images]
 
@@ -37,21 +37,11 @@ USERS = ("fhmn1", "fhmn2", "fhmn3", "fhmn4")
 PASSWORD = "fhmn-" + secrets.token_hex(8)
 
 
-def _node_image() -> str:
-    done = subprocess.run(
-        ["python3", str(Path(__file__).resolve().parents[2] / "images" / "build.py"),
-         "base", "node"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.split()[-1]
-
-
 @pytest.fixture(scope="module")
 def cluster(slurm: Any) -> Iterator[multinode.Cluster]:
     """The cluster up, the test users in it; ``SLURM_CONF`` names it for this module (the
     Slurm commands of the tests and of the hub they start)."""
-    image = _node_image()
+    image = multinode.node_image()
     for user in USERS:
         local_slurm.create_unix_user(user, PASSWORD, groups=("factoryhub",))  # may sign in
     with pytest.MonkeyPatch.context() as patch:
@@ -224,3 +214,53 @@ def test_a_spawn_on_a_full_cluster_says_why_it_waits_and_starts_when_a_node_free
         multinode.slurm(CLUSTER, "scancel", blocker_id)
         hub.stop_server(user, missing_ok=True)
     print(f"queued: {waiting}")
+
+
+MONITOR_ROWS = """
+import json
+from factoryhub.helpers import slurm_jobs
+from factoryhub.helpers.job_monitor import describe
+print(json.dumps([describe(j) for j in slurm_jobs.my_jobs()]))
+"""
+
+
+def test_a_two_node_training_learns_and_checkpoints_once(hub: RunningHub) -> None:
+    """train-batch with nodes=2 (2 processes a node on the CPU): srun + torchrun's rendezvous
+    across the nodes, the loss falls, rank 0 alone writes the checkpoint, and the job monitor
+    (in a second kernel, while it runs) shows both nodes."""
+    user = USERS[0]
+    assert hub.spawn(user).status_code in (201, 202)
+    hub.wait_ready(user, timeout=120)
+    out = "~/factoryhub-runs/two-nodes"
+    params = {"nodes": 2, "procs_per_node_cpu": 2, "cpus_per_node": 2, "memory_gb": 1,
+              "steps": 150, "out_dir": out}  # fmt: skip
+    ran: dict[str, Any] = {}
+    try:
+        with kernel(hub, user) as k, kernel(hub, user) as watcher:
+            k.execute(f"import shutil, os; shutil.rmtree(os.path.expanduser({out!r}), True)")
+            trainer = threading.Thread(
+                target=lambda: ran.update(run_template(k, "training/train-batch.ipynb", params))
+            )
+            trainer.start()
+
+            def training_row() -> list[str] | None:
+                rows = json.loads(watcher.execute(MONITOR_ROWS).strip().splitlines()[-1])
+                running = [r for r in rows if r[1] == "training" and r[3] == "RUNNING"]
+                return running[0] if running else None
+
+            cells = wait_until(training_row, 120, lambda: "no training job runs", longest=0.5)
+            trainer.join(600)
+            home = k.execute("import os; print(os.path.expanduser('~'))").strip()
+            done = read_in_home(k, f"{home}/factoryhub-runs/two-nodes/done.json")
+            files = k.execute(
+                f"import os; print(sorted(os.listdir({home!r} + '/factoryhub-runs/two-nodes')))"
+            )
+    finally:
+        hub.stop_server(user)
+    s = ran["summary"]
+    assert s["state"] == "COMPLETED", s
+    assert s["last_loss"] < s["first_loss"] - 0.5, s
+    assert done["world_size"] == 4 and done["status"] == "completed", done
+    assert files.count("checkpoint") == 1 and "checkpoint.pt" in files, files  # rank 0's
+    nodes = multinode.slurm(CLUSTER, "scontrol", "show", "hostnames", cells[4]).stdout.split()
+    assert len(nodes) == 2 and set(nodes) <= {n.name for n in CLUSTER.nodes}, cells
