@@ -267,7 +267,7 @@ def up(
     """Start the provider unless it already runs with these settings; its pid.
 
     It listens on ``host`` (an IP address of this machine) only: loopback unless a caller
-    needs it reached from a network of its own (the chart's pods, tests/kube).
+    needs it reached from a network of its own (the chart's pods in test_kube_pods.py).
 
     ``clients`` is written to ``state_dir/clients.json``; None keeps the file there.
     A provider running with other settings is restarted.

@@ -1,6 +1,6 @@
 """The Helm chart's hub and proxy pods on this machine, with ``podman kube play``, against the
 local factory: its Slurm through a slurmrestd, its identity provider, this host as the
-compute node. ``factoryhub-local kube-up`` / ``kube-down``, and tests/kube.
+compute node. ``factoryhub-local kube-up`` / ``kube-down``, and tests/integration/test_kube_pods.py.
 
 Everything the pods reach is on a podman network made for the purpose (:class:`Tryout`):
 the host is its gateway (``.1``) and runs there a second slurmrestd and a second identity

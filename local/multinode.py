@@ -1,9 +1,9 @@
 """A multi-node Slurm for the tests and for trying: compute nodes in podman containers.
 
-``make cluster-up`` / ``cluster-down``, and ``tests/multinode``. The cluster (:class:`Cluster`,
-ClusterName ``fhmulti``) has its own slurmctld on this host, listening at the gateway of a
-podman network made for it (10.89.80.1), and one container of ``images/node`` per compute
-node (``fhnode1`` at .11, ``fhnode2`` at .12, ...), each running munged with the local
+``make cluster-up`` / ``cluster-down``, and ``tests/integration/test_multinode.py``. The
+cluster (:class:`Cluster`, ClusterName ``fhmulti``) has its own slurmctld on this host, at the
+gateway of a podman network made for it (10.89.80.1), and one container of ``images/node`` per
+compute node (``fhnode1`` at .11, ``fhnode2`` at .12, ...), each running munged with the local
 factory's munge key and ``slurmd``. Every node mounts, as a real cluster's nodes mount
 shared file systems, the users' Python environment ``/opt/factoryhub/venv`` (read-only),
 their homes (``/home``), the cluster's ``slurm.conf`` and this host's ``/etc/passwd`` and
