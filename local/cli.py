@@ -11,6 +11,7 @@ from factoryhub.local import (
     idp,
     kube_podman,
     kube_tryout,
+    multinode,
     pids,
     processes,
     progress,
@@ -191,8 +192,6 @@ def cmd_kube_down(_: argparse.Namespace) -> int:
 
 
 def cmd_cluster_up(_: argparse.Namespace) -> int:
-    from factoryhub.local import multinode
-
     cluster = multinode.Cluster()
     steps = progress.Progress(2, _say)
     with steps.step(1, "node image", "building or reusing images/node") as step:
@@ -206,8 +205,6 @@ def cmd_cluster_up(_: argparse.Namespace) -> int:
 
 
 def cmd_cluster_down(_: argparse.Namespace) -> int:
-    from factoryhub.local import multinode
-
     gone = multinode.down(multinode.Cluster())
     _say(f"cluster-down: {', '.join(gone)}" if gone else "cluster-down: nothing was running")
     return 0
@@ -249,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         processes.HubError,
         idp.IdpError,
         kube_podman.KubePlayError,
-        RuntimeError,
+        multinode.ClusterError,
     ) as exc:
         print(f"factoryhub-local {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -263,6 +263,24 @@ def down(folder: Path, secrets: Iterable[str]) -> list[str]:
     return gone
 
 
+def built_image(name: str) -> str:
+    """The image ``images/NAME`` of this checkout (with the base it starts from), built or
+    reused by images/build.py; its hash-tagged reference."""
+    import sys
+
+    from factoryhub.local.idp import find_repo
+
+    done = subprocess.run(
+        [sys.executable, str(find_repo() / "images" / "build.py"), "base", name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise KubePlayError(f"images/build.py {name} failed:\n{done.stderr[-2000:]}")
+    return done.stdout.split()[-1]
+
+
 def container_of(pod: str, container: str) -> str:
     """The podman name of ``container`` in ``pod``."""
     return f"{pod}-{container}"

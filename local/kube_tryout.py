@@ -17,9 +17,7 @@ import base64
 import ipaddress
 import json
 import secrets
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -270,23 +268,7 @@ def down(tryout: Tryout) -> list[str]:
 
 def hub_image() -> str:
     """The hub image of this checkout, built or reused by images/build.py."""
-    from factoryhub.local.idp import find_repo
-
-    done = subprocess.run(
-        [sys.executable, str(find_repo() / "images" / "build.py"), "base", "hub"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise kube_podman.KubePlayError(f"images/build.py hub failed:\n{done.stderr[-2000:]}")
-    return done.stdout.split()[-1]
-
-
-def reachable(address: str, port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(2)
-        return probe.connect_ex((address, port)) == 0
+    return kube_podman.built_image("hub")
 
 
 def demo_people(site_projects: Mapping[str, str]) -> list[str]:

@@ -180,7 +180,7 @@ def slurm(cluster: Cluster, *args: str, timeout: float = 30) -> subprocess.Compl
     )
 
 
-def nodes_idle(cluster: Cluster) -> dict[str, str]:
+def node_states(cluster: Cluster) -> dict[str, str]:
     """Node name -> its state as ``sinfo --json`` says; {} while slurmctld does not answer."""
     import json
 
@@ -203,7 +203,7 @@ def up(cluster: Cluster, image: str, timeout: float = 90) -> list[str]:
     started.append(f"slurmctld {_ctld_up(cluster)}")
     deadline = time.monotonic() + timeout
     while True:
-        states = nodes_idle(cluster)
+        states = node_states(cluster)
         if states and all(states.get(n.name, "").lower() == "idle" for n in cluster.nodes):
             return started
         if time.monotonic() > deadline:
@@ -228,19 +228,7 @@ def down(cluster: Cluster) -> list[str]:
 
 def node_image() -> str:
     """The node image of this checkout, built or reused by images/build.py."""
-    import sys
-
-    from factoryhub.local.idp import find_repo
-
-    done = subprocess.run(
-        [sys.executable, str(find_repo() / "images" / "build.py"), "base", "node"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise ClusterError(f"images/build.py node failed:\n{done.stderr[-2000:]}")
-    return done.stdout.split()[-1]
+    return kube_podman.built_image("node")
 
 
 def summary(cluster: Cluster) -> str:

@@ -143,7 +143,7 @@ def test_dask_workers_spread_over_nodes_and_end_with_the_server(hub: RunningHub)
 
 
 def _node_state(name: str) -> str:
-    return multinode.nodes_idle(CLUSTER).get(name, "").lower()
+    return multinode.node_states(CLUSTER).get(name, "").lower()
 
 
 def test_a_node_that_dies_ends_its_server_with_the_reason(hub: RunningHub) -> None:
@@ -188,7 +188,7 @@ def test_a_spawn_on_a_full_cluster_says_why_it_waits_and_starts_when_a_node_free
     user, filler = USERS[3], USERS[0]
     wait_until(
         lambda: {_node_state(n.name) for n in CLUSTER.nodes} == {"idle"},
-        60, lambda: f"nodes not idle: {multinode.nodes_idle(CLUSTER)}")  # fmt: skip
+        60, lambda: f"nodes not idle: {multinode.node_states(CLUSTER)}")  # fmt: skip
     blocker = multinode.slurm(
         CLUSTER, "runuser", "-u", filler, "--", "sbatch", "--parsable", "--exclusive",
         f"--nodes={CLUSTER.size}", "--time=3", "--output=/dev/null", "--wrap", "sleep 600",
